@@ -1,0 +1,3 @@
+from scaleout.cli import main
+
+raise SystemExit(main())

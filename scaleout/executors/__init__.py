@@ -1,0 +1,1 @@
+"""Executors: where trials run (local, slurm, ray), behind base.Executor."""

@@ -1,0 +1,1 @@
+"""minibev: a mini BEVFormer trained on synthetic surround-camera scenes (see docs/minibev.md)."""

@@ -1,0 +1,1 @@
+"""Trainer adapters: one module per trainer family (see base.Trainer)."""
