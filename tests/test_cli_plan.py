@@ -1,0 +1,88 @@
+"""`scaleout plan` as a user runs it: a real subprocess, exit codes, JSON, and no heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BEV = str(REPO / "search_spaces" / "bevformer_base.yaml")
+
+
+def scaleout(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scaleout", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_plan_json_acceptance():
+    r = scaleout("plan", "--gpus", "160", "--space", BEV, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["scale"]["k"] == 20
+    assert d["scale"]["iters_per_epoch"]["target"] == 176
+    assert d["scale"]["total_iters"] == {"reference": 84408, "target": 4224}
+    assert round(d["rules"]["lr"]["sqrt"], 7) == 8.944e-4
+    assert d["rules"]["lr"]["linear"] == pytest.approx(4e-3)
+
+
+def test_plan_table_shows_sections():
+    r = scaleout("plan", "--gpus", "160", "--space", BEV)
+    assert r.returncode == 0, r.stderr
+    for words in ("Scale", "Rules", "Search", "Seed trials", "Cost", "8.944e-04", "4,224"):
+        assert words in r.stdout
+
+
+def test_plan_imports_no_torch_mlflow_or_ray():
+    code = (
+        "import sys, contextlib, io\n"
+        "from scaleout.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main(['plan', '--gpus', '160', '--space', {BEV!r}, '--json'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'ray'})\n"
+        "print(','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--gpus", "0", "--space", BEV], "--gpus must be positive"),
+        (["--gpus", "many", "--space", BEV], "--gpus takes a whole number"),
+        (["--space", BEV], "the following arguments are required: --gpus"),
+        (["--gpus", "160", "--space", "nope.yaml"], "nope.yaml: no such file"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(args, words):
+    r = scaleout("plan", *args)
+    assert r.returncode == 2
+    assert words in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_space_file_exit_2_names_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  lr:\n    rules: [cubic]\n")
+    r = scaleout("plan", "--gpus", "160", "--space", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}: search.lr.rules.0.rule: must be 'reference', 'sqrt'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_commands_and_an_example():
+    r = scaleout("--help")
+    assert r.returncode == 0
+    assert "plan" in r.stdout and "scaleout plan --gpus 160" in r.stdout
+    r = scaleout("plan", "--help")
+    assert "example:" in r.stdout and "--json" in r.stdout
