@@ -65,6 +65,11 @@ class TrialSpec:
 
     `argv` is the per-node command; it may contain NODE_PLACEHOLDERS that the executor
     fills for each node. `files` are written (relative to work_dir) before launch.
+    `cwd` is the directory the command runs in (None: the executor's choice, e.g. work_dir);
+    trainers such as BEVFormer resolve config, plugin and data paths against their repo.
+    `launch` is "node" (argv runs once per node and starts its own processes, e.g. torchrun)
+    or "task" (argv is one training process; the executor's process manager, e.g. srun,
+    starts procs_per_node copies per node: mmcv's `--launcher slurm`).
     """
 
     name: str
@@ -75,6 +80,8 @@ class TrialSpec:
     files: dict[str, str] = field(default_factory=dict)
     resume: bool = False
     container: str | None = None
+    cwd: str | None = None
+    launch: str = "node"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +98,8 @@ class TrialSpec:
             "files": dict(self.files),
             "resume": self.resume,
             "container": self.container,
+            "cwd": self.cwd,
+            "launch": self.launch,
         }
 
     @classmethod
@@ -104,6 +113,8 @@ class TrialSpec:
             files=dict(d.get("files", {})),
             resume=bool(d.get("resume", False)),
             container=d.get("container"),
+            cwd=d.get("cwd"),
+            launch=d.get("launch", "node"),
         )
 
 
@@ -113,7 +124,8 @@ class TrialMetrics:
 
     `epochs` maps an epoch number (1-based) to that epoch's validation metrics under
     canonical names ("NDS", "mAP", "mATE", ...) plus any raw keys; `train` holds the
-    latest training scalars ("loss", "lr", "iter", "epoch").
+    latest training scalars ("loss", "lr", "iter", "epoch"). `sources` lists the log files
+    that were read, so a missing metric can be reported against them.
     """
 
     epochs: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -121,6 +133,7 @@ class TrialMetrics:
     iters_done: int = 0
     iter_time_s: float | None = None
     samples_per_s: float | None = None
+    sources: tuple[str, ...] = ()
 
     def latest(self, key: str) -> float | None:
         for epoch in sorted(self.epochs, reverse=True):
@@ -147,8 +160,9 @@ class Trainer(Protocol):
         """
         ...
 
-    def render(self, params: TrialParams, layout: Layout, work_dir: Path, *,
-               resume: bool, name: str) -> TrialSpec:
+    def render(
+        self, params: TrialParams, layout: Layout, work_dir: Path, *, resume: bool, name: str
+    ) -> TrialSpec:
         """The trial as the trainer's own config/arguments plus the per-node command."""
         ...
 
