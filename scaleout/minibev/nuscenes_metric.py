@@ -147,8 +147,8 @@ def evaluate(
     ``class_range`` maps every class in :data:`CLASSES` to its evaluation range in metres
     (default :data:`DEFAULT_CLASS_RANGE`). Raises ValueError on an unknown label, a non-finite
     coordinate, a non-positive size, a NaN, infinite or negative score, or a sample with more
-    than ``max_boxes_per_sample`` predictions. Stricter than the devkit in one respect: it
-    asserts positive sizes only for boxes that get matched, this checks every box.
+    than ``max_boxes_per_sample`` predictions. The size check is stricter than the devkit's,
+    which asserts positive sizes only for boxes that get matched.
     """
     ranges = dict(DEFAULT_CLASS_RANGE if class_range is None else class_range)
     if set(ranges) != set(CLASSES):

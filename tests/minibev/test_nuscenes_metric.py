@@ -203,6 +203,17 @@ def test_score_tie_across_samples_follows_sample_concatenation_order():
     assert_close(evaluate([car("s0")], [fp, tp]).per_class_ap["car"][1.0], 80.5 / 81)
 
 
+def test_equidistant_gt_goes_to_the_first_listed():
+    # Both GT boxes are at distance 0; the devkit keeps the first strict minimum.
+    gts = [car(attribute="vehicle.moving"), car(attribute="vehicle.parked")]
+    res = evaluate(gts, [car(attribute="vehicle.parked")])
+    assert res.per_class_tp["car"]["attr_err"] == 1.0
+    assert (
+        evaluate(gts[::-1], [car(attribute="vehicle.parked")]).per_class_tp["car"]["attr_err"]
+        == 0.0
+    )
+
+
 def test_greedy_matching_takes_nearest_free_gt_by_score_order():
     # p1 (0.9) is 0.8 m from g2 and 1.0 m from g1, so takes g2. p2 (0.8) is 0.7 m from g2 but
     # g2 is taken; g1 is 2.5 m away: a match at 4 m only.
@@ -523,7 +534,17 @@ def test_agrees_with_devkit_with_other_ranges(devkit):
 
 @pytest.mark.parametrize(
     "case",
-    ["empty-preds", "empty-all", "perfect", "ties", "tie-across-samples", "nan-velocity"],
+    [
+        "empty-preds",
+        "empty-all",
+        "perfect",
+        "ties",
+        "tie-across-samples",
+        "nan-velocity",
+        "at-threshold",
+        "at-range",
+        "gt-distance-tie",
+    ],
 )
 def test_agrees_with_devkit_on_corner_cases(devkit, case):
     gts, preds = {
@@ -535,6 +556,12 @@ def test_agrees_with_devkit_on_corner_cases(devkit, case):
         "nan-velocity": (
             [car(vx=NAN), car(x=20.0)],
             [car(score=0.9, vx=5.0), car(x=20.0, score=0.8, vx=1.0)],
+        ),
+        "at-threshold": ([car(), car(x=20.0)], [car(x=12.0), car(x=21.0, score=0.4)]),
+        "at-range": ([car(x=30.0, y=40.0), car(x=49.0)], [car(x=30.0, y=40.0), car(x=49.5)]),
+        "gt-distance-tie": (
+            [car(attribute="vehicle.moving"), car(attribute="vehicle.parked")],
+            [car(attribute="vehicle.parked")],
         ),
     }[case]
     res = evaluate(gts, preds)
