@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine, then run it.
+# README's test command and .ci/run both run this script; keep it the one place for test setup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+
+python3 -m venv .venv
+.venv/bin/pip install -q -c .ci/constraints.txt -e '.[test]'
+# The nuScenes devkit is the reference the metric is checked against. It pins numpy<2 but its
+# evaluation code runs on numpy 2; the test loads only those files (no cv2/matplotlib parts).
+.venv/bin/pip install -q --no-deps nuscenes-devkit==1.2.0 pyquaternion==0.9.9
+
+exec .venv/bin/python -m pytest "$@"
