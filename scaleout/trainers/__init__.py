@@ -1,1 +1,105 @@
-"""Trainer adapters: one module per trainer family (see base.Trainer)."""
+"""Trainer adapters: one module per trainer family (see base.Trainer).
+
+`get_trainer` turns the CLI's `--trainer/--config/--repo/--preset/--profile` into one;
+`resolve_reference` merges the space file's reference with the trainer config's and says
+where each value came from. Adapter modules load lazily: `scaleout plan` pays only for
+the one it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scaleout.errors import UsageError
+from scaleout.trainers.base import Trainer
+
+TRAINERS = ("minibev", "mmengine", "bevformer", "mmcv", "easycv", "petr", "command")
+
+
+def get_trainer(
+    name: str,
+    *,
+    config: str | None = None,
+    repo: str | None = None,
+    preset: str | None = None,
+    profile: str | None = None,
+    reference_gpus: int | None = None,
+    container: str | None = None,
+    **options: Any,
+) -> Trainer:
+    """The adapter for `--trainer NAME`; extra `options` go to its constructor.
+
+    minibev: `preset` (tiny/small/base). mmengine: `config` (+ `repo` for mmdet3d).
+    bevformer (alias mmcv), easycv, petr: `config` (relative to `repo`, or absolute).
+    command: `profile` (a YAML file or a shipped name), optional `repo` and `config`.
+    """
+    if name == "minibev":
+        from scaleout.trainers.mmengine import minibev
+
+        return minibev(preset or "small", reference_gpus=reference_gpus)
+    if name == "mmengine":
+        from scaleout.trainers.mmengine import MMEngineTrainer
+
+        _need(config, name, "--config")
+        return MMEngineTrainer(
+            config, repo=repo, reference_gpus=reference_gpus, container=container, **options
+        )
+    if name in ("bevformer", "mmcv", "easycv", "petr"):
+        from scaleout.trainers.mmcv import MMCVTrainer
+
+        _need(config, name, "--config")
+        flavor = "bevformer" if name == "mmcv" else name
+        return MMCVTrainer(
+            config,
+            repo=repo,
+            flavor=flavor,
+            reference_gpus=reference_gpus,
+            container=container,
+            **options,
+        )
+    if name == "command":
+        from scaleout.trainers.command import CommandTrainer
+
+        _need(profile, name, "--profile")
+        return CommandTrainer(
+            profile, repo=repo, config=config, reference_gpus=reference_gpus, container=container
+        )
+    raise UsageError(f"--trainer: unknown trainer {name!r}; known: {', '.join(TRAINERS)}")
+
+
+def _need(value: Any, trainer: str, flag: str) -> None:
+    if not value:
+        raise UsageError(f"--trainer {trainer}: {flag} is required")
+
+
+def resolve_reference(
+    space: Mapping[str, Any] | None,
+    trainer: Mapping[str, Any],
+    *,
+    space_path: str = "space file",
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Reference values: the space file's where it gives them, else the trainer config's.
+
+    Returns (values, sources) with sources like {"lr": "bevformer_base.py: optimizer.lr",
+    "train_samples": "space.yaml: reference.train_samples"}. Which fields are required is
+    the caller's business (rules.Reference); this only merges and attributes.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    trainer_sources = trainer.get("_sources", {})
+    for key, value in trainer.items():
+        if key != "_sources" and value is not None:
+            values[key] = value
+            sources[key] = trainer_sources.get(key, "trainer config")
+    for key, value in (space or {}).items():
+        if value is not None:
+            values[key] = value
+            sources[key] = f"{space_path}: reference.{key}"
+    return values, sources
+
+
+def describe_sources(sources: Mapping[str, str]) -> list[str]:
+    """One line per reference field, for `scaleout plan` to print."""
+    width = max((len(k) for k in sources), default=0)
+    return [f"{key:<{width}}  from {where}" for key, where in sources.items()]

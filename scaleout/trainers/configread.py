@@ -7,7 +7,8 @@ torch; with `import_custom_modules=False` it leaves `custom_imports` alone, and 
 plugin code and CUDA ops need not be installed where the controller runs.
 
 Scoped bases (`mmdet3d::_base_/default_runtime.py`, as mmdet3d 1.x projects write them)
-normally need the package installed; given the repo, they resolve to `{repo}/configs/...`.
+resolve to `{repo}/configs/...` when the repo is given, and bases relative to the repo root
+(EasyCV's `configs/base.py`) resolve there when not found beside the config.
 """
 
 from __future__ import annotations
@@ -71,28 +72,32 @@ def load_config(path: str | Path, *, repo: str | Path | None = None) -> Any:
 
 @contextlib.contextmanager
 def _scoped_bases_from(repo: str | Path | None) -> Iterator[None]:
-    """Map `pkg::rel/path.py` bases to `{repo}/configs/rel/path.py` when pkg is not installed.
+    """Map `pkg::rel/path.py` bases to `{repo}/configs/rel/path.py`.
 
-    mmengine has no hook for this, so its private `_get_cfg_path` is wrapped for the
-    duration of one load (under a lock; loads are rare and short).
+    The repo is what the trainer runs, so its configs are the ones to read, installed
+    package or not. mmengine has no hook for this, so its private `_get_cfg_path` is
+    wrapped for the duration of one load (under a lock; loads are rare and short).
     """
     if repo is None:
         yield
         return
     from mmengine.config import Config
-    from mmengine.utils import is_installed
 
     original = Config._get_cfg_path
-    repo_configs = Path(repo).expanduser().resolve() / "configs"
+    repo_root = Path(repo).expanduser().resolve()
+    repo_configs = repo_root / "configs"
 
     def get_cfg_path(cfg_path: str, filename: str) -> tuple[str, str | None]:
         if "::" in cfg_path:
-            scope, _, rel = cfg_path.partition("::")
-            if not is_installed(scope):
-                candidate = repo_configs / rel
-                if not candidate.is_file():
-                    raise UsageError(f"{filename}: _base_: {cfg_path!r} not found as {candidate}")
+            candidate = repo_configs / cfg_path.partition("::")[2]
+            if candidate.is_file():
                 return str(candidate), None
+            raise UsageError(f"{filename}: _base_: {cfg_path!r} not found as {candidate}")
+        local = Path(filename).parent / cfg_path
+        in_repo = repo_root / cfg_path
+        if not local.is_file() and in_repo.is_file():
+            # EasyCV writes `_base_ = ['configs/base.py']`, relative to its repo root.
+            return str(in_repo), None
         return original(cfg_path, filename)
 
     with _patch_lock:

@@ -173,7 +173,7 @@ class MMCVTrainer:
         elif s.warmup is not None:
             items.append(("lr_config.warmup", None))
         if s.min_lr_key == "min_lr":
-            items.append(("lr_config.min_lr", params.lr * params.min_lr_ratio))
+            items.append(("lr_config.min_lr", _clean(params.lr * params.min_lr_ratio)))
         else:
             items.append(("lr_config.min_lr_ratio", params.min_lr_ratio))
         items.append((f"data.{s.batch_key or 'samples_per_gpu'}", params.samples_per_gpu))
@@ -306,7 +306,7 @@ def read_schedule(cfg: Any, where: str) -> Schedule:
     if lr_config.get("min_lr_ratio") is not None:
         min_lr_key, min_lr_ratio = "min_lr_ratio", float(lr_config["min_lr_ratio"])
     elif lr_config.get("min_lr") is not None:
-        min_lr_key, min_lr_ratio = "min_lr", float(lr_config["min_lr"]) / float(lr)
+        min_lr_key, min_lr_ratio = "min_lr", _clean(float(lr_config["min_lr"]) / float(lr))
     else:
         raise UsageError(f"{where}: lr_config.min_lr_ratio: missing (nor lr_config.min_lr)")
     batch = configread.first_of(cfg, "data.samples_per_gpu", "data.imgs_per_gpu")
@@ -381,6 +381,11 @@ def _py(value: Any) -> str:
     if isinstance(value, dict):
         return "dict(" + ", ".join(f"{k}={_py(v)}" for k, v in value.items()) + ")"
     return repr(value)
+
+
+def _clean(x: float) -> float:
+    """A product or quotient without float noise (2e-7 / 2e-4 is 0.001, not 0.000999...)."""
+    return float(f"{x:.12g}")
 
 
 def _find_repo(config: Path) -> Path | None:
