@@ -110,7 +110,7 @@ def parse_mmcv_json(text: str, source: str = "") -> Run:
     return run
 
 
-_TEXT_TRAIN = re.compile(r"Epoch \[(\d+)\]\[(\d+)/(\d+)\]\s*(.*)")
+TEXT_TRAIN = re.compile(r"Epoch \[(\d+)\]\[(\d+)/(\d+)\]\s*(.*)")
 _TEXT_VAL = re.compile(r"Epoch\(val\) \[(\d+)\]\[(\d+)(?:/\d+)?\]\s*(.*)")
 _TEXT_PAIR = re.compile(
     r"([A-Za-z_][\w/.\-]*): (-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|NaN|inf)),?(?=\s|$)"
@@ -131,7 +131,7 @@ def parse_mmcv_text(text: str, source: str = "") -> Run:
             metrics = _pairs(m.group(3))
             if metrics:
                 run.val.setdefault(int(m.group(1)), {}).update(canonical(metrics))
-        elif m := _TEXT_TRAIN.search(line):
+        elif m := TEXT_TRAIN.search(line):
             values = _pairs(m.group(4))
             values.update(epoch=float(m.group(1)), iter=float(m.group(2)))
             run.train.append(values)

@@ -342,12 +342,26 @@ def read_mmcv_logs(work_dir: Path, *, global_batch: int | None = None) -> TrialM
     for stem in stems:
         json_path, text_path = work_dir / f"{stem}.log.json", work_dir / f"{stem}.log"
         if json_path.is_file():
-            runs.append(logs.parse_mmcv_json(logs.read_text(json_path), str(json_path)))
+            run = logs.parse_mmcv_json(logs.read_text(json_path), str(json_path))
+            run.iters_per_epoch = _epoch_length(text_path)  # log.json does not say
+            runs.append(run)
         elif text_path.is_file():
             runs.append(logs.parse_mmcv_text(logs.read_text(text_path), str(text_path)))
     if global_batch is None:
         global_batch = logs.read_global_batch(work_dir)
     return logs.merge(runs, global_batch=global_batch)
+
+
+def _epoch_length(text_log: Path) -> int | None:
+    """N from the first `Epoch [e][i/N]` of the text log written beside the log.json."""
+    try:
+        with text_log.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if m := logs.TEXT_TRAIN.search(line):
+                    return int(m.group(3))
+    except OSError:
+        pass
+    return None
 
 
 def format_value(value: Any) -> str:
