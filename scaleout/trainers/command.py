@@ -394,7 +394,23 @@ def _fill(text: str, values: dict[str, Any], where: str, key: str) -> str:
             f"{where}: {key}: no value for {', '.join('{' + m + '}' for m in missing)} "
             "(give it in the trial, the profile's reference block, or --config/--repo)"
         )
-    return text.format(**values)
+    return _FORMATTER.vformat(text, (), values)
+
+
+class _Formatter(string.Formatter):
+    """Floats without a format spec in their shortest exact form, spelled so YAML 1.1
+    (PyYAML, which Paddle3D uses) reads them as floats: 1e-07 becomes 1.0e-07."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        if isinstance(value, float) and not format_spec:
+            text = repr(value)
+            if "e" in text and "." not in text:
+                text = text.replace("e", ".0e", 1)
+            return text
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _Formatter()
 
 
 def parse_with_rules(text: str, rules: MetricRules, source: str = "") -> logs.Run:

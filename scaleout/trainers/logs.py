@@ -139,12 +139,24 @@ def parse_mmcv_text(text: str, source: str = "") -> Run:
     return run
 
 
+# Scalars that scaleout's own trainer (minibev) logs between validations, keyed by iteration:
+# they are diagnostics (layout, gradient statistics, throughput), never validation metrics.
+DIAGNOSTIC_PREFIXES = ("layout/", "grad_stats/", "epoch_stats/")
+
+
+def is_diagnostic(values: Mapping[str, float]) -> bool:
+    keys = [k for k in values if k != "step"]
+    return bool(keys) and all(k.startswith(DIAGNOSTIC_PREFIXES) for k in keys)
+
+
 def parse_mmengine_scalars(text: str, source: str = "") -> Run:
     run = Run(source, global_iters=True)
     for record in json_records(text):
         values = _numbers(record)
         if "lr" in values or "loss" in values:
             run.train.append(values)
+        elif is_diagnostic(values):
+            continue
         elif "step" in values:
             epoch = int(values.pop("step"))
             metrics = {k: v for k, v in values.items() if k not in ("data_time", "time")}
