@@ -9,7 +9,7 @@ import sys
 from scaleout import __version__
 from scaleout.errors import ScaleoutError
 
-COMMANDS = ("plan",)
+COMMANDS = ("plan", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

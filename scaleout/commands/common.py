@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from scaleout.errors import UsageError
@@ -58,59 +57,27 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", default=None, help="a command-trainer profile YAML")
 
 
-def trainer_choice(args: argparse.Namespace, space: Any) -> dict[str, Any]:
-    """The trainer the user asked for: flags over the space file's trainer: section."""
-    spec = space.trainer
+def trainer_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "name": args.trainer or spec.name,
-        "preset": args.preset or spec.preset,
-        "config": args.config or spec.config,
-        "repo": args.repo or spec.repo,
-        "profile": args.profile or spec.profile,
-        "options": dict(spec.options),
+        "name": args.trainer,
+        "preset": args.preset,
+        "config": args.config,
+        "repo": args.repo,
+        "profile": args.profile,
     }
 
 
-def build_trainer(choice: dict[str, Any]):
-    from scaleout.trainers import get_trainer
+def load_plan(args: argparse.Namespace):
+    """The plan for the command's --space/--gpus/--trainer flags (see session.build_plan)."""
+    from scaleout.session import build_plan
 
-    return get_trainer(
-        choice["name"],
-        config=choice["config"],
-        repo=choice["repo"],
-        preset=choice["preset"],
-        profile=choice["profile"],
-        **choice["options"],
-    )
-
-
-def load_plan(args: argparse.Namespace, *, need_trainer: bool = False):
-    """Space file + reference (space over trainer config) + target -> (plan, trainer or None).
-
-    The trainer's config is read only when the space file leaves reference values out
-    (or when the caller needs the trainer anyway), so a complete space file plans without it.
-    """
-    from scaleout.plan import make_plan
-    from scaleout.rules import Reference
-    from scaleout.space import load_space, resolve_reference
-
-    space = load_space(args.space)
-    given = space.reference.model_dump(exclude_none=True)
-    trainer = None
-    trainer_values: dict[str, Any] = {}
-    if need_trainer or any(n not in given for n in Reference.required_names()):
-        trainer = build_trainer(trainer_choice(args, space))
-        trainer_values = trainer.reference()
-    reference, sources = resolve_reference(space, trainer_values, args.space)
-    plan = make_plan(
-        space,
-        reference,
+    plan, _, _ = build_plan(
+        args.space,
         args.gpus,
         samples_per_gpu=args.samples_per_gpu,
-        reference_sources=sources,
-        space_path=Path(args.space),
+        trainer_flags=trainer_flags(args),
     )
-    return plan, trainer
+    return plan
 
 
 def print_json(data: Any) -> None:

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan, _ = load_plan(args)
+    plan = load_plan(args)
     if args.json:
         from scaleout.plan import plan_to_dict
 

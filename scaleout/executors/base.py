@@ -1,0 +1,107 @@
+"""The executor seam: submit a trial's job, poll many, cancel one, find one again.
+
+Jobs outlive the controller (ARCHITECTURE decision 1). A job's name is deterministic
+(`<sweep>-t<NNN>-a<attempt>`), so a controller that died between storing the handle and
+submitting, or between submitting and storing, can find the job again by name.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scaleout.trainers.base import TrialSpec
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # The executor has no record of the job (never started, or gone without a trace).
+    NOT_FOUND = "not_found"
+    # The executor could not be asked this time (a failed squeue); ask again later.
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def active(self) -> bool:
+        return self in (JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """What the trial stores to find its job again: executor name, job name and id, extras."""
+
+    executor: str
+    name: str
+    job_id: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "executor": self.executor,
+                "name": self.name,
+                "job_id": self.job_id,
+                "data": self.data,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> JobHandle:
+        d = json.loads(text)
+        return cls(d["executor"], d["name"], d.get("job_id", ""), d.get("data", {}))
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    exit_code: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the executor can give at once. `virtual` means trials may stand for more GPUs
+    than exist (the local executor on a machine without enough GPUs)."""
+
+    nodes: int
+    gpus_per_node: int
+    slots: int
+    virtual: bool = False
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class Executor(Protocol):
+    name: str
+
+    def capacity(self) -> Capacity: ...
+
+    def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        """Start the job. Writes nothing to the study; the controller stores the handle."""
+        ...
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        """Status of many jobs in one call, keyed by handle.name. Never raises for a
+        failed query: the job's status is UNKNOWN then."""
+        ...
+
+    def cancel(self, handle: JobHandle) -> None:
+        """Stop the job. Safe to call twice and on a finished job."""
+        ...
+
+    def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
+        """The job of that name if the executor knows it (re-attach after a crash)."""
+        ...

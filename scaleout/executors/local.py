@@ -1,0 +1,221 @@
+"""Local executor: each trial attempt is a detached process group on this machine.
+
+GPU slots are handed out through CUDA_VISIBLE_DEVICES. Without enough GPUs a trial runs with
+virtual GPUs: the trainer keeps the trial's global batch on fewer real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from scaleout.errors import UsageError
+from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.executors.localrun import process_start_ticks, write_json_atomic
+from scaleout.trainers.base import TrialSpec
+
+
+def detect_gpus() -> int:
+    """GPUs visible to this machine, without importing torch (`nvidia-smi -L`)."""
+    override = os.environ.get("SCALEOUT_LOCAL_GPUS")
+    if override is not None:
+        return int(override)
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill_node_placeholders(argv: Sequence[str], node_rank: int, addr: str, port: int) -> list[str]:
+    values = {"{node_rank}": str(node_rank), "{master_addr}": addr, "{master_port}": str(port)}
+    out = []
+    for arg in argv:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        out.append(arg)
+    return out
+
+
+class LocalExecutor:
+    """Runs jobs as detached process groups; files in each job's directory are the record."""
+
+    name = "local"
+
+    def __init__(
+        self, *, parallel: int | None = None, gpus: int | None = None, cancel_grace_s: float = 10.0
+    ) -> None:
+        self.gpus = detect_gpus() if gpus is None else gpus
+        cpus = os.cpu_count() or 1
+        default = max(1, self.gpus) if self.gpus else max(1, min(2, cpus))
+        self.parallel = parallel or default
+        self.cancel_grace_s = cancel_grace_s
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._in_use: dict[str, list[int]] = {}
+
+    # -- capacity ---------------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        return Capacity(nodes=1, gpus_per_node=self.gpus, slots=self.parallel, virtual=True)
+
+    def threads_per_job(self, procs: int) -> int:
+        return max(1, (os.cpu_count() or 1) // max(1, self.parallel * procs))
+
+    def _take_gpus(self, name: str, count: int) -> list[int]:
+        busy = {g for gs in self._in_use.values() for g in gs}
+        free = [g for g in range(self.gpus) if g not in busy]
+        if len(free) < count:
+            raise UsageError(f"local executor: {count} GPUs wanted, {len(free)} free")
+        self._in_use[name] = free[:count]
+        return free[:count]
+
+    # -- the Executor protocol --------------------------------------------------------------
+    def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        if spec.layout.nnodes != 1:
+            raise UsageError(
+                f"the local executor runs one node; {spec.name} wants "
+                f"{spec.layout.nnodes} (use --executor slurm or ray)"
+            )
+        work = Path(spec.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        for rel, text in spec.files.items():
+            target = work / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        job_dir = work / ".jobs" / job_name
+        if job_dir.exists():
+            shutil.rmtree(job_dir)  # a job of this name never started (see find)
+        job_dir.mkdir(parents=True)
+        env = dict(spec.env)
+        gpus: list[int] = []
+        if spec.layout.use_gpu:
+            gpus = self._take_gpus(job_name, spec.layout.procs_per_node)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        else:
+            env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        threads = str(self.threads_per_job(spec.layout.procs_per_node))
+        env.setdefault("OMP_NUM_THREADS", threads)
+        env.setdefault("MKL_NUM_THREADS", threads)
+        argv = fill_node_placeholders(spec.argv, 0, "127.0.0.1", free_port())
+        log = work / f"{job_name}.log"
+        cwd = spec.cwd or str(work)
+        write_json_atomic(
+            job_dir / "job.json", {"argv": argv, "env": env, "cwd": cwd, "log": str(log)}
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-m", "scaleout.executors.localrun", str(job_dir)],
+            cwd=work,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._children[job_name] = child
+        return JobHandle(
+            executor=self.name,
+            name=job_name,
+            job_id=str(child.pid),
+            data={
+                "job_dir": str(job_dir),
+                "pid": child.pid,
+                "log": str(log),
+                "host": socket.gethostname(),
+                "gpus": gpus,
+                "start_ticks": process_start_ticks(child.pid),
+            },
+        )
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        for child in self._children.values():
+            child.poll()  # reap our own children so they do not linger as zombies
+        return {h.name: self._status(h) for h in handles}
+
+    def _status(self, h: JobHandle) -> JobStatus:
+        if h.data.get("host") not in (None, socket.gethostname()):
+            return JobStatus(JobState.UNKNOWN, reason=f"job runs on host {h.data['host']}")
+        job_dir = Path(h.data["job_dir"])
+        exit_file = job_dir / "exit.json"
+        if exit_file.exists():
+            self._in_use.pop(h.name, None)
+            info = json.loads(exit_file.read_text())
+            rc = info["returncode"]
+            if (job_dir / "cancelled").exists():
+                return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout")
+            if rc == 0:
+                return JobStatus(JobState.SUCCEEDED, 0)
+            why = f"signal {info['signal']}" if info.get("signal") else f"exit code {rc}"
+            if rc < 0:
+                why = f"killed by {signal.Signals(-rc).name}"
+            return JobStatus(JobState.FAILED, rc, why)
+        pid = int(h.data["pid"])
+        ticks = process_start_ticks(pid)
+        if ticks is not None and ticks == h.data.get("start_ticks", ticks):
+            return JobStatus(JobState.RUNNING)
+        if not (job_dir / "job.json").exists():
+            return JobStatus(JobState.NOT_FOUND, reason="no record of the job")
+        self._in_use.pop(h.name, None)
+        return JobStatus(
+            JobState.FAILED,
+            None,
+            "the job's process died without an exit status (killed, or the machine restarted)",
+        )
+
+    def cancel(self, handle: JobHandle) -> None:
+        job_dir = Path(handle.data["job_dir"])
+        if (job_dir / "exit.json").exists():
+            return
+        (job_dir / "cancelled").touch()
+        pid = int(handle.data["pid"])
+        if process_start_ticks(pid) != handle.data.get("start_ticks"):
+            return
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.cancel_grace_s
+        while time.monotonic() < deadline:
+            self.poll([])
+            if process_start_ticks(pid) is None:
+                break
+            time.sleep(0.1)
+        else:
+            _signal_group(pid, signal.SIGKILL)
+        self._in_use.pop(handle.name, None)
+
+    def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
+        job_dir = Path(spec.work_dir) / ".jobs" / job_name
+        started = job_dir / "started.json"
+        if not started.exists():
+            return None
+        info = json.loads(started.read_text())
+        return JobHandle(
+            executor=self.name,
+            name=job_name,
+            job_id=str(info["pid"]),
+            data={
+                "job_dir": str(job_dir),
+                "pid": info["pid"],
+                "host": info["host"],
+                "start_ticks": info["start_ticks"],
+                "gpus": [],
+                "log": str(Path(spec.work_dir) / f"{job_name}.log"),
+            },
+        )
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
