@@ -1,0 +1,5 @@
+"""Import this module to register every minibev type with mmengine's registries."""
+
+from __future__ import annotations
+
+from scaleout.minibev import dataset, detector, hooks, metric  # noqa: F401
