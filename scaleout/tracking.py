@@ -279,11 +279,14 @@ class NullTracker:
         return run_id
 
     def log_epochs(self, run_id, epochs) -> None:  # type: ignore[no-untyped-def]
+        run = self.runs.setdefault(run_id, {"status": "RUNNING", "epochs": {}})
         for epoch, metrics in epochs.items():
-            self.runs[run_id]["epochs"].setdefault(epoch, []).append(dict(metrics))
+            run["epochs"].setdefault(epoch, []).append(dict(metrics))
 
     def finish_trial(self, run_id, status, final, tags, artifacts) -> None:  # type: ignore[no-untyped-def]
-        self.runs[run_id].update(status=status, final=dict(final), tags=dict(tags))
+        self.runs.setdefault(run_id, {"epochs": {}}).update(
+            status=status, final=dict(final), tags=dict(tags)
+        )
 
     def finish_sweep(self, parent_id, summary, status="FINISHED") -> None:  # type: ignore[no-untyped-def]
         self.runs[parent_id].update(status=status, summary=dict(summary))
