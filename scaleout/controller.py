@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scaleout.errors import UsageError
 from scaleout.executors.base import Capacity, Executor, JobHandle, JobState, JobStatus
+from scaleout.faults import crash_point
 from scaleout.plan import Plan
 from scaleout.study import Attr, distributions
 from scaleout.tracking import Tracker
@@ -224,6 +225,7 @@ class Controller:
     def _fill_slots(self) -> None:
         while len(self.active) < self.parallel and self._may_launch():
             ft_trial = self.study.ask(self.dists)
+            crash_point("after_ask")
             ft = self.study._storage.get_trial(ft_trial._trial_id)
             act = self._active_from(ft)
             self.active[ft.number] = act
@@ -275,6 +277,7 @@ class Controller:
         handle = self.executor.find(name, spec)
         if handle is None:
             handle = self.executor.submit(spec, name)
+            crash_point("after_submit")
         act.handle = handle
         act.state = JobState.PENDING
         trial.set_user_attr(Attr.JOB, handle.to_json())
@@ -428,6 +431,7 @@ class Controller:
         if tail and act.handle is not None:
             failure = log_tail(Path(act.handle.data.get("log", "")))
             trial.set_user_attr(Attr.FAILURE, {"reason": why, "log_tail": failure})
+        crash_point("before_tell")
         self.study.tell(act.number, value if state == TrialState.COMPLETE else None, state=state)
         del self.active[act.number]
         mlflow_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}.get(
@@ -436,10 +440,13 @@ class Controller:
         artifacts = {"config": str(act.work_dir / "trial_config.py")}
         if act.handle is not None and act.handle.data.get("log"):
             artifacts["log"] = act.handle.data["log"]
+        # Per-epoch metrics are already in the run's history (its last point is the final
+        # value MLflow shows); only whole-trial figures are logged here.
+        per_epoch = {k for m in act.metrics.epochs.values() for k in m}
         self.tracker.finish_trial(
             act.run_id,
             mlflow_status,
-            {k: v for k, v in result.items() if isinstance(v, float)},
+            {k: v for k, v in result.items() if isinstance(v, float) and k not in per_epoch},
             {"state": state.name, "reason": why[:500]},
             artifacts,
         )

@@ -1,0 +1,179 @@
+"""The local executor against real processes: jobs outlive the controller, exit codes are
+recorded, cancel stops the whole process group, and a lost process is told from a live one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from scaleout.executors.base import JobState
+from scaleout.executors.local import LocalExecutor, fill_node_placeholders
+from scaleout.executors.localrun import process_start_ticks
+from scaleout.trainers.base import Layout, TrialSpec
+
+LAYOUT = Layout(nnodes=1, procs_per_node=1, virtual_gpus=8)
+
+
+def spec(tmp_path: Path, code: str, **kw) -> TrialSpec:
+    return TrialSpec(
+        name="t",
+        work_dir=str(tmp_path / "work"),
+        argv=(sys.executable, "-c", textwrap.dedent(code)),
+        layout=LAYOUT,
+        **kw,
+    )
+
+
+def wait_state(ex, handle, states, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = ex.poll([handle])[handle.name]
+        if st.state in states:
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"job never reached {states}: {st}")
+
+
+def test_success_writes_files_env_and_log(tmp_path):
+    ex = LocalExecutor(parallel=2, gpus=0)
+    s = spec(
+        tmp_path,
+        """
+        import os, pathlib
+        env = os.environ
+        print("threads", env["OMP_NUM_THREADS"], "cuda", repr(env["CUDA_VISIBLE_DEVICES"]))
+        print("cfg", pathlib.Path("cfg.py").read_text())
+    """,
+        files={"cfg.py": "lr = 0.1"},
+        env={"EXTRA": "1"},
+    )
+    h = ex.submit(s, "job-a1")
+    st = wait_state(ex, h, {JobState.SUCCEEDED, JobState.FAILED})
+    assert st.state == JobState.SUCCEEDED and st.exit_code == 0
+    log = Path(h.data["log"]).read_text()
+    assert "cfg lr = 0.1" in log
+    assert "cuda ''" in log  # no GPU handed out
+    assert f"threads {max(1, (os.cpu_count() or 1) // 2)}" in log
+
+
+def test_failure_exit_code_and_reason(tmp_path):
+    ex = LocalExecutor(gpus=0)
+    h = ex.submit(spec(tmp_path, "import sys; print('boom'); sys.exit(3)"), "job-a1")
+    st = wait_state(ex, h, {JobState.FAILED})
+    assert st.exit_code == 3 and st.reason == "exit code 3"
+
+
+def test_missing_program_is_a_failure_not_a_hang(tmp_path):
+    ex = LocalExecutor(gpus=0)
+    s = TrialSpec(name="t", work_dir=str(tmp_path / "w"), argv=("/no/such/trainer",), layout=LAYOUT)
+    h = ex.submit(s, "job-a1")
+    st = wait_state(ex, h, {JobState.FAILED})
+    assert st.exit_code == 127
+    assert "could not start /no/such/trainer" in Path(h.data["log"]).read_text()
+
+
+def test_cancel_stops_the_process_group(tmp_path):
+    ex = LocalExecutor(gpus=0, cancel_grace_s=5)
+    # The job starts a grandchild; cancel must stop both.
+    code = """
+        import subprocess, sys, time, pathlib
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        pathlib.Path("grandchild.pid").write_text(str(p.pid))
+        time.sleep(60)
+    """
+    h = ex.submit(spec(tmp_path, code), "job-a1")
+    work = tmp_path / "work"
+    deadline = time.monotonic() + 20
+    while not (work / "grandchild.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int((work / "grandchild.pid").read_text())
+    ex.cancel(h)
+    st = wait_state(ex, h, {JobState.CANCELLED})
+    assert st.state == JobState.CANCELLED
+    assert process_start_ticks(grandchild) is None
+    ex.cancel(h)  # twice is fine
+
+
+def test_job_outlives_the_controller_and_is_found_again(tmp_path):
+    # A controller process submits a job and dies at once (SIGKILL); the job keeps running,
+    # and a new executor finds it by name and sees it finish.
+    work = tmp_path / "work"
+    controller = textwrap.dedent(f"""
+        import os, signal, sys
+        from scaleout.executors.local import LocalExecutor
+        from scaleout.trainers.base import Layout, TrialSpec
+        s = TrialSpec(name="t", work_dir={str(work)!r}, layout=Layout(1, 1, 8),
+                      argv=(sys.executable, "-c", "import time; time.sleep(2); print('done')"))
+        LocalExecutor(gpus=0).submit(s, "job-a1")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", controller], timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    ex = LocalExecutor(gpus=0)
+    s = TrialSpec(name="t", work_dir=str(work), argv=("x",), layout=LAYOUT)
+    deadline = time.monotonic() + 10
+    h = None
+    while h is None and time.monotonic() < deadline:
+        h = ex.find("job-a1", s)
+        time.sleep(0.05)
+    assert h is not None
+    assert ex.poll([h])["job-a1"].state == JobState.RUNNING
+    st = wait_state(ex, h, {JobState.SUCCEEDED})
+    assert "done" in (work / "job-a1.log").read_text()
+    assert ex.find("job-a2", s) is None
+    assert st.exit_code == 0
+
+
+def test_killed_job_is_failed_not_running(tmp_path):
+    ex = LocalExecutor(gpus=0)
+    h = ex.submit(spec(tmp_path, "import time; time.sleep(60)"), "job-a1")
+    wait_state(ex, h, {JobState.RUNNING})
+    os.killpg(h.data["pid"], signal.SIGKILL)  # wrapper and trainer die without a word
+    st = wait_state(ex, h, {JobState.FAILED})
+    assert "died without an exit status" in st.reason
+
+
+def test_multi_node_is_refused(tmp_path):
+    from scaleout.errors import UsageError
+
+    s = TrialSpec(name="t", work_dir=str(tmp_path), argv=("x",), layout=Layout(2, 8, 16, True))
+    with pytest.raises(UsageError, match="runs one node"):
+        LocalExecutor(gpus=0).submit(s, "j")
+
+
+def test_gpu_slots_are_handed_out_without_overlap(tmp_path):
+    ex = LocalExecutor(parallel=2, gpus=8)  # nothing is run on a GPU: we read the env only
+    code = "import os; print('cvd', os.environ['CUDA_VISIBLE_DEVICES'])"
+    lay = Layout(1, 4, 4, use_gpu=True)
+    h1 = ex.submit(
+        TrialSpec(
+            name="a", work_dir=str(tmp_path / "a"), argv=(sys.executable, "-c", code), layout=lay
+        ),
+        "a",
+    )
+    h2 = ex.submit(
+        TrialSpec(
+            name="b", work_dir=str(tmp_path / "b"), argv=(sys.executable, "-c", code), layout=lay
+        ),
+        "b",
+    )
+    assert set(h1.data["gpus"]).isdisjoint(h2.data["gpus"])
+    assert sorted(h1.data["gpus"] + h2.data["gpus"]) == list(range(8))
+
+
+def test_fill_node_placeholders():
+    argv = ["torchrun", "--node_rank", "{node_rank}", "--master", "{master_addr}:{master_port}"]
+    assert fill_node_placeholders(argv, 1, "10.0.0.1", 29500) == [
+        "torchrun",
+        "--node_rank",
+        "1",
+        "--master",
+        "10.0.0.1:29500",
+    ]
