@@ -8,6 +8,13 @@ from rich.table import Table
 from scaleout.plan import Plan
 
 
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for CLI output: the terminal's width on a terminal; 140 columns when piped
+    (rich's default of 80 squashes the tables into ellipses)."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=140)
+
+
 def fmt(value: float | int | None, kind: str = "g") -> str:
     if value is None:
         return "-"
@@ -24,7 +31,7 @@ _KIND = {"lr": "lr", "warmup_iters": "int", "min_lr_ratio": "lr"}
 
 
 def print_plan(plan: Plan, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     ref, sc = plan.reference, plan.scale
     console.print(
         f"[bold]Plan[/] for [bold]{plan.gpus} GPUs x {plan.samples_per_gpu}[/] "

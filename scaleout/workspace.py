@@ -109,7 +109,7 @@ def _list_hint(root: Path) -> str:
 def find_sweep(root: Path, name: str) -> Sweep:
     sweep = Sweep(root, name)
     if not sweep.exists():
-        raise StateError(f"no sweep named {name!r} in {root}", hint=_list_hint(root))
+        raise UsageError(f"no sweep named {name!r} in {root}", hint=_list_hint(root))
     return sweep
 
 
@@ -143,6 +143,20 @@ class ControllerLock:
             f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(),
         )
         self._fd = fd
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (a running controller), or None. Takes nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        return None
 
     def release(self) -> None:
         if self._fd is not None:

@@ -29,3 +29,40 @@ def bevformer_reference():
         train_samples=28130,
         wall_time_h=44.4,
     )
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """A real 3-trial minibev (tiny) sweep, run once per test session: (workspace, name)."""
+    import subprocess
+    import sys
+
+    ws = tmp_path_factory.mktemp("workspace")
+    name = "done"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scaleout",
+            "sweep",
+            "--gpus",
+            "16",
+            "--space",
+            str(SPACES / "lr_scaling.yaml"),
+            "--preset",
+            "tiny",
+            "--trials",
+            "3",
+            "--name",
+            name,
+            "--workspace",
+            str(ws),
+            "--poll-interval",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return ws, name

@@ -86,16 +86,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from scaleout.controller import Controller
     from scaleout.progress import ProgressView
+    from scaleout.render import make_console
     from scaleout.session import SweepRequest, make_executor, open_sweep
     from scaleout.summary import sweep_summary
 
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        console = Console(stderr=True, width=140)
+    console = make_console(stderr=True)
     req = SweepRequest(
         space=args.space,
         gpus=args.gpus,
@@ -196,10 +193,8 @@ def _print_summary(console: Any, summary: dict[str, Any], as_json: bool) -> None
     if as_json:
         print_json(summary)
         return
-    from rich.console import Console
-
+    from scaleout.render import make_console
     from scaleout.summary import print_summary
 
-    out = Console()
-    print_summary(summary, out if out.is_terminal else Console(width=140))
+    print_summary(summary, make_console())
     sys.stdout.flush()
