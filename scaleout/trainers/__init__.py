@@ -1,14 +1,13 @@
 """Trainer adapters: one module per trainer family (see base.Trainer).
 
-`get_trainer` turns the CLI's `--trainer/--config/--repo/--preset/--profile` into one;
-`resolve_reference` merges the space file's reference with the trainer config's and says
-where each value came from. Adapter modules load lazily: `scaleout plan` pays only for
-the one it uses.
+`get_trainer` turns the CLI's `--trainer/--config/--repo/--preset/--profile` into one
+(scaleout.space.resolve_reference then merges the space file's reference over the
+trainer config's). Adapter modules load lazily: `scaleout plan` pays only for the one
+it uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from scaleout.errors import UsageError
@@ -71,35 +70,3 @@ def get_trainer(
 def _need(value: Any, trainer: str, flag: str) -> None:
     if not value:
         raise UsageError(f"--trainer {trainer}: {flag} is required")
-
-
-def resolve_reference(
-    space: Mapping[str, Any] | None,
-    trainer: Mapping[str, Any],
-    *,
-    space_path: str = "space file",
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Reference values: the space file's where it gives them, else the trainer config's.
-
-    Returns (values, sources) with sources like {"lr": "bevformer_base.py: optimizer.lr",
-    "train_samples": "space.yaml: reference.train_samples"}. Which fields are required is
-    the caller's business (rules.Reference); this only merges and attributes.
-    """
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    trainer_sources = trainer.get("_sources", {})
-    for key, value in trainer.items():
-        if key != "_sources" and value is not None:
-            values[key] = value
-            sources[key] = trainer_sources.get(key, "trainer config")
-    for key, value in (space or {}).items():
-        if value is not None:
-            values[key] = value
-            sources[key] = f"{space_path}: reference.{key}"
-    return values, sources
-
-
-def describe_sources(sources: Mapping[str, str]) -> list[str]:
-    """One line per reference field, for `scaleout plan` to print."""
-    width = max((len(k) for k in sources), default=0)
-    return [f"{key:<{width}}  from {where}" for key, where in sources.items()]
