@@ -66,6 +66,7 @@ class Active:
     metrics: TrialMetrics = field(default_factory=TrialMetrics)
     state: JobState = JobState.PENDING
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.UNKNOWN))
+    trial: optuna.trial.Trial | None = None  # cached: constructing one costs a sampler call
 
 
 @dataclass(frozen=True)
@@ -224,10 +225,11 @@ class Controller:
 
     def _fill_slots(self) -> None:
         while len(self.active) < self.parallel and self._may_launch():
-            ft_trial = self.study.ask(self.dists)
+            asked = self.study.ask(self.dists)
             crash_point("after_ask")
-            ft = self.study._storage.get_trial(ft_trial._trial_id)
+            ft = self.study._storage.get_trial(asked._trial_id)
             act = self._active_from(ft)
+            act.trial = asked
             self.active[ft.number] = act
             self._ensure_launched(act, resume=False)
 
@@ -246,6 +248,11 @@ class Controller:
         )
         return values
 
+    def _trial(self, act: Active) -> optuna.trial.Trial:
+        if act.trial is None:
+            act.trial = optuna.trial.Trial(self.study, act.trial_id)
+        return act.trial
+
     def _work_dir(self, number: int) -> Path:
         return self.sweep_dir / "trials" / f"t{number:03d}"
 
@@ -255,7 +262,7 @@ class Controller:
     def _ensure_launched(self, act: Active, *, resume: bool) -> None:
         """Each step checks what the study already holds, so calling this again after a
         crash at any point finishes the launch without doing anything twice."""
-        trial = optuna.trial.Trial(self.study, act.trial_id)
+        trial = self._trial(act)
         ua = self.study._storage.get_trial(act.trial_id).user_attrs
         if Attr.PARAMS not in ua:
             trial.set_user_attr(Attr.ORIGIN, act.origin)
@@ -345,7 +352,7 @@ class Controller:
         if not new:
             return False
         self.tracker.log_epochs(act.run_id, new)
-        trial = optuna.trial.Trial(self.study, act.trial_id)
+        trial = self._trial(act)
         for epoch in sorted(new):
             value = new[epoch].get(self.plan.objective)
             if value is not None and value == value:  # NaN is not a report
@@ -387,7 +394,7 @@ class Controller:
 
     def _retry_or_fail(self, act: Active, status: JobStatus) -> None:
         why = status.reason or status.state.value
-        trial = optuna.trial.Trial(self.study, act.trial_id)
+        trial = self._trial(act)
         lineage = list(
             self.study._storage.get_trial(act.trial_id).user_attrs.get(Attr.ATTEMPTS, [])
         )
@@ -422,7 +429,7 @@ class Controller:
     def _finish(
         self, act: Active, state: TrialState, value: float | None, why: str, *, tail: bool = False
     ) -> None:
-        trial = optuna.trial.Trial(self.study, act.trial_id)
+        trial = self._trial(act)
         now = self.clock.now()
         wall = now - act.started
         result = self._result(act, wall)
