@@ -85,20 +85,27 @@ def layout_for(gpus: int, cap: Capacity, parallel: int, procs_per_trial: int = 1
     gpn = cap.gpus_per_node
     if gpn and cap.gpus >= gpus and not (cap.virtual and cap.nodes == 1 and gpus > gpn):
         if gpus <= gpn:
-            return Layout(1, gpus, gpus, use_gpu=True)
-        if gpus % gpn:
+            nnodes, per_node = 1, gpus
+        elif gpus % gpn:
             raise UsageError(
                 f"--gpus {gpus} does not fill whole nodes of {gpn} GPUs: use a multiple of {gpn}"
             )
-        return Layout(gpus // gpn, gpn, gpus, use_gpu=True)
+        else:
+            nnodes, per_node = gpus // gpn, gpn
+        procs = _divisor_at_most(per_node, cap.procs_per_node or per_node)
+        return Layout(nnodes, procs, gpus, use_gpu=procs == per_node)
     if not cap.virtual:
         raise UsageError(
             f"a trial of {gpus} GPUs does not fit this cluster "
             f"({cap.nodes} nodes x {gpn} GPUs = {cap.gpus})"
         )
     per_trial = max(1, gpn // max(1, parallel)) if gpn else procs_per_trial
-    procs = max(d for d in range(1, min(per_trial, gpus) + 1) if gpus % d == 0)
-    return Layout(1, procs, gpus, use_gpu=bool(gpn))
+    return Layout(1, _divisor_at_most(gpus, per_trial), gpus, use_gpu=bool(gpn))
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n not above limit: processes that split n GPUs evenly."""
+    return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
 
 
 def run_name(number: int, params: dict[str, Any]) -> str:
@@ -208,7 +215,8 @@ class Controller:
             attempt=int(ua.get(Attr.ATTEMPT, 1)),
             run_id=ua.get(Attr.RUN_ID, ""),
             handle=JobHandle.from_json(job) if job else None,
-            started=(ft.datetime_start.timestamp() if ft.datetime_start else self.clock.now()),
+            # The first attempt's start, on the controller's clock (the lineage records it).
+            started=float((ua.get(Attr.ATTEMPTS) or [{}])[0].get("started", self.clock.now())),
             logged_epoch=int(ua.get(Attr.LOGGED_EPOCH, 0)),
         )
 

@@ -119,6 +119,7 @@ def grid_space(plan: Plan, opts: dict[str, Any]) -> dict[str, list[Any]]:
         elif rng.log:
             step = (math.log(rng.high) - math.log(rng.low)) / (points - 1)
             grid = [math.exp(math.log(rng.low) + i * step) for i in range(points)]
+            grid[0], grid[-1] = rng.low, rng.high  # exact ends: exp(log(x)) may leave the range
         else:
             step = (rng.high - rng.low) / (points - 1)
             grid = [rng.low + i * step for i in range(points)]

@@ -374,3 +374,92 @@ def test_layout(gpus, cap, expected):
 def test_layout_refusals(gpus, cap, words):
     with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
         layout_for(gpus, cap, 1)
+
+
+def make_with(tmp_path, world, space_extra: dict, trials: int = 6, wall_time_h: float = 44.4):
+    from scaleout.rules import Reference
+
+    ref = Reference(
+        gpus=8,
+        samples_per_gpu=1,
+        lr=2e-4,
+        warmup_iters=500,
+        warmup_ratio=1 / 3,
+        min_lr_ratio=1e-3,
+        epochs=world.epochs,
+        train_samples=28130,
+        wall_time_h=wall_time_h,
+    )
+    plan = make_plan(parse_space({"budget": {"trials": trials}, **space_extra}), ref, 160)
+    study = create_or_load(f"sqlite:///{tmp_path / 'study.db'}", "s", plan)
+    seed_study(study, plan)
+    return Controller(
+        study=study,
+        plan=plan,
+        trainer=FakeTrainer(world),
+        executor=FakeExecutor(world, 2),
+        tracker=NullTracker(),
+        sweep_name="s",
+        sweep_dir=tmp_path,
+        parent_run_id="p",
+        parallel=2,
+        clock=world.clock,
+        poll_interval_s=5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        {"type": "tpe"},
+        {"type": "random"},
+        {"type": "qmc"},
+        {"type": "cmaes"},
+        {"type": "gp", "options": {"n_startup_trials": 4}},
+        {"type": "grid", "options": {"points": 2}},
+    ],
+)
+def test_every_sampler_drives_a_sweep(tmp_path, world, sampler):
+    c = make_with(tmp_path, world, {"sampler": sampler})
+    assert c.run() == "budget spent"
+    trials = c.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    sampled = [t.params["lr"] for t in trials if t.user_attrs[Attr.ORIGIN] == "sampled"]
+    lr_range = c.plan.ranges["lr"]
+    assert sampled and all(lr_range.low <= v <= lr_range.high for v in sampled)
+
+
+@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
+def test_every_pruner_prunes_poor_trials(tmp_path, world, pruner):
+    world.epochs = 8
+    opts = {
+        "median": {"n_startup_trials": 2, "n_warmup_steps": 0},
+        "asha": {"min_resource": 1, "reduction_factor": 2},
+        "hyperband": {"min_resource": 1, "reduction_factor": 2},
+    }[pruner]
+    c = make_with(
+        tmp_path,
+        world,
+        {"pruner": {"type": pruner, "options": opts}, "sampler": {"type": "random", "seed": 3}},
+        trials=12,
+    )
+    c.run()
+    states = [t.state for t in c.study.get_trials()]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert len(states) == 12
+
+
+def test_gpu_hour_budget_stops_launching(tmp_path, world):
+    # The plan estimates 0.8 GPU-hours a trial (0.1 h x 8 GPUs), so a 4 GPU-hour budget plans
+    # 5 trials; the fake trials really take 40 s x 160 GPUs = 1.8 GPU-hours each, and the
+    # controller stops launching once the hours are spent, before the 5th.
+    c = make_with(
+        tmp_path, world, {"budget": {"trials": 10, "gpu_hours": 4}}, trials=10, wall_time_h=0.1
+    )
+    assert c.plan.trials == 5
+    c.run()
+    done = [t for t in c.study.get_trials() if t.state.is_finished()]
+    assert 2 <= len(done) <= 4
+    assert c.gpu_hours_used() >= 4.0
+    for t in done:
+        assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(40 * 160 / 3600, rel=0.2)
