@@ -172,6 +172,9 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
     if trials is not None:
         plan = replace(plan, trials=int(trials))
 
+    if not resumed:
+        check_executor(req.executor, req.executor_options, plan.gpus, req.parallel)
+
     storage_url = meta.get("storage") or req.storage or sweep.study_url
     mlflow_uri = meta.get("mlflow_uri") or default_tracking_uri(req.mlflow_uri, root)
     if not resumed:
@@ -290,8 +293,27 @@ def _remove_empty_sweep_dir(sweep: Sweep) -> None:
 
 
 def make_executor(name: str, options: dict[str, Any], parallel: int | None) -> Any:
+    """The executor a sweep names, from the options stored in its sweep.json."""
     if name == "local":
         from scaleout.executors.local import LocalExecutor
 
         return LocalExecutor(parallel=parallel, **options)
+    if name == "slurm":
+        from scaleout.executors.slurm import SlurmExecutor, options_from
+
+        return SlurmExecutor(**options_from(options))
+    if name == "ray":
+        from scaleout.executors.ray import RayExecutor
+
+        return RayExecutor(**options)
     raise UsageError(f"--executor: unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
+
+
+def check_executor(name: str, options: dict[str, Any], gpus: int, parallel: int | None) -> None:
+    """Refuse a new sweep whose cluster is unreachable, refuses its flags, or cannot hold one
+    trial, before anything is written (the executor's capacity() asks the cluster)."""
+    if name == "local":
+        return
+    from scaleout.controller import layout_for
+
+    layout_for(gpus, make_executor(name, options, parallel).capacity(), parallel or 0)

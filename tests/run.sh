@@ -5,8 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
+# The cluster tests (pytest -m "slurm or ray") start a real Slurm (Debian slurm-wlm) and a real
+# Ray cluster (the ray extra); see docs/clusters.md.
+if ! command -v slurmctld >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq slurm-wlm >/dev/null
+fi
+
 python3 -m venv .venv
-.venv/bin/pip install -q -c .ci/constraints.txt -e '.[test]'
+.venv/bin/pip install -q -c .ci/constraints.txt -e '.[test,ray]'
 # The nuScenes devkit is the reference the metric is checked against. It pins numpy<2 but its
 # evaluation code runs on numpy 2; the test loads only those files (no cv2/matplotlib parts).
 .venv/bin/pip install -q --no-deps nuscenes-devkit==1.2.0 pyquaternion==0.9.9

@@ -357,6 +357,12 @@ def test_stop_request_leaves_jobs_running(tmp_path, world):
         (160, Capacity(1, 8, 1, virtual=True), Layout(1, 8, 160, True)),
         (160, Capacity(1, 8, 2, virtual=True), Layout(1, 4, 160, True)),
         (24, Capacity(1, 0, 1, virtual=True), Layout(1, 2, 24, False)),  # procs_per_trial 2
+        # procs_per_node: fewer processes than GPUs on whole nodes (fake-GPU test clusters)
+        (16, Capacity(4, 8, 4, procs_per_node=1), Layout(2, 1, 16, False)),
+        (160, Capacity(20, 8, 20, procs_per_node=2), Layout(20, 2, 160, False)),
+        (8, Capacity(4, 8, 4, procs_per_node=1), Layout(1, 1, 8, False)),
+        (6, Capacity(4, 8, 4, procs_per_node=4), Layout(1, 3, 6, False)),
+        (16, Capacity(4, 8, 4, procs_per_node=8), Layout(2, 8, 16, True)),
     ],
 )
 def test_layout(gpus, cap, expected):
@@ -369,6 +375,8 @@ def test_layout(gpus, cap, expected):
     [
         (12, Capacity(4, 8, 4), "does not fill whole nodes of 8 GPUs"),
         (40, Capacity(4, 8, 4), "does not fit this cluster (4 nodes x 8 GPUs = 32)"),
+        (12, Capacity(4, 8, 4, procs_per_node=1), "does not fill whole nodes of 8 GPUs"),
+        (48, Capacity(4, 8, 4, procs_per_node=1), "(4 nodes x 8 GPUs = 32)"),
     ],
 )
 def test_layout_refusals(gpus, cap, words):

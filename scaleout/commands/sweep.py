@@ -49,8 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="trials at once (default: what the executor fits)",
     )
     p.add_argument(
-        "--executor", default="local", choices=("local",), help="where trials run (default: local)"
+        "--executor",
+        default="local",
+        choices=("local", "slurm", "ray"),
+        help="where trials run (default: local; see docs/clusters.md)",
     )
+    add_executor_args(p)
     p.add_argument(
         "--procs-per-trial",
         type=positive_int("--procs-per-trial"),
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         parallel=args.parallel,
         executor=args.executor,
+        executor_options=executor_options(args),
         trainer_flags={k: v for k, v in trainer_flags(args).items() if v is not None},
         workspace=args.workspace,
         mlflow_uri=args.mlflow_uri,
@@ -143,6 +148,57 @@ def run(args: argparse.Namespace) -> int:
         return 0 if reason != "stopped" else 130
     finally:
         opened.lock.release()
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "cluster executors", "stored with a new sweep; a resumed sweep uses the stored values"
+    )
+    g.add_argument(
+        "--procs-per-node",
+        type=positive_int("--procs-per-node"),
+        help="slurm/ray: processes per node (default: one per GPU; fewer run virtual GPUs)",
+    )
+    g.add_argument("--ray-address", help="ray: the dashboard address (default: $RAY_ADDRESS)")
+    g.add_argument("--slurm-partition", metavar="NAME", help="slurm: partition (default: its own)")
+    g.add_argument("--slurm-account", metavar="NAME", help="slurm: account to charge")
+    g.add_argument("--slurm-time", metavar="TIME", help="slurm: time limit per job, e.g. 24:00:00")
+    g.add_argument(
+        "--slurm-cpus-per-task", type=positive_int("--slurm-cpus-per-task"), metavar="N"
+    )
+    g.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="slurm: one more sbatch flag, e.g. --slurm-extra=--qos=high (repeatable)",
+    )
+    g.add_argument(
+        "--slurm-master-addr",
+        metavar="ADDR",
+        help="slurm: rendezvous address (default: the job's first node; for test clusters)",
+    )
+
+
+def executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor flags given, as the options sweep.json stores."""
+    import os
+
+    given: dict[str, Any] = {"procs_per_node": args.procs_per_node}
+    if args.executor == "slurm":
+        given.update(
+            partition=args.slurm_partition,
+            account=args.slurm_account,
+            time=args.slurm_time,
+            cpus_per_task=args.slurm_cpus_per_task,
+            extra=list(args.slurm_extra) or None,
+            master_addr=args.slurm_master_addr,
+        )
+    if args.executor == "ray":
+        given["address"] = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if args.executor == "local":
+        given = {}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _stop_on_sigint(controller: Any, console: Any) -> Any:

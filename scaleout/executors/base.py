@@ -72,12 +72,15 @@ class JobStatus:
 @dataclass(frozen=True)
 class Capacity:
     """What the executor can give at once. `virtual` means trials may stand for more GPUs
-    than exist (the local executor on a machine without enough GPUs)."""
+    than exist (the local executor on a machine without enough GPUs). `procs_per_node` is
+    how many processes a node runs (0: one per GPU); fewer processes than GPUs run the
+    trial with virtual GPUs on whole nodes (clusters with fake GPUs, as in the tests)."""
 
     nodes: int
     gpus_per_node: int
     slots: int
     virtual: bool = False
+    procs_per_node: int = 0
 
     @property
     def gpus(self) -> int:

@@ -1,0 +1,295 @@
+"""Slurm as text: the sbatch script one trial attempt runs, and what Slurm's commands print.
+
+Pure functions only (no subprocess, no clock), so a table-driven test pins every spelling:
+`render_sbatch` fills launchers/slurm/trial.sbatch with sorted `#SBATCH` lines (the same
+inputs always give the same text), and the parsers turn squeue, sacct, `scontrol show`
+and jobcomp lines into `SlurmRecord`s and `JobStatus`es.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaleout.executors.base import JobState, JobStatus
+from scaleout.trainers import container as containers
+from scaleout.trainers.base import TrialSpec
+
+LAUNCHERS = Path(__file__).resolve().parents[2] / "launchers"
+TEMPLATE = LAUNCHERS / "slurm" / "trial.sbatch"
+NODE_LAUNCH = LAUNCHERS / "node_launch.sh"
+
+# The address of the first node of the allocation: what torchrun's rendezvous needs.
+FIRST_NODE = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+
+# Slurm job states (squeue %T, sacct State, scontrol JobState) as scaleout sees them.
+_ACTIVE = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "SPECIAL_EXIT": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+}
+# Why a job ended without finishing: the controller retries these from the last checkpoint.
+_LOST = {
+    "TIMEOUT": "hit its time limit",
+    "PREEMPTED": "was preempted",
+    "NODE_FAIL": "lost a node",
+    "BOOT_FAIL": "failed to boot its nodes",
+    "DEADLINE": "missed its deadline",
+    "OUT_OF_MEMORY": "ran out of memory",
+    "REVOKED": "was revoked",
+}
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The executor's settings (sweep.json `executor_options`), as sbatch/srun flags.
+
+    `procs_per_node` processes run on each node (0: one per GPU); `master_addr` overrides
+    the first node's host name (test clusters whose node names do not resolve);
+    `container_runtime` picks how `TrialSpec.container` is run (pyxis: srun flags).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    cpus_per_task: int | None = None
+    extra: tuple[str, ...] = ()
+    gpus_per_node: int | None = None
+    procs_per_node: int = 0
+    master_addr: str | None = None
+    container_runtime: str = "pyxis"
+
+
+@dataclass(frozen=True)
+class SbatchJob:
+    """One attempt to render: everything that varies between attempts."""
+
+    name: str
+    spec: TrialSpec
+    job_dir: str
+    log: str
+    master_port: int
+    gpus_per_node: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def sbatch_flags(settings: SlurmSettings, job: SbatchJob) -> list[str]:
+    """The #SBATCH flags, sorted. `--no-requeue`: a preempted or timed-out job ends, and the
+    controller retries it as a new attempt with resume arguments (Slurm's own requeue would
+    rerun the first attempt's command, which does not resume)."""
+    lay = job.spec.layout
+    tasks = 1 if job.spec.launch == "node" else lay.procs_per_node
+    flags = [
+        f"--job-name={job.name}",
+        f"--nodes={lay.nnodes}",
+        f"--ntasks-per-node={tasks}",
+        f"--output={job.log}",
+        f"--chdir={job.spec.cwd or job.spec.work_dir}",
+        "--open-mode=append",
+        "--no-requeue",
+    ]
+    if job.gpus_per_node:
+        flags.append(f"--gres=gpu:{job.gpus_per_node}")
+    if settings.partition:
+        flags.append(f"--partition={settings.partition}")
+    if settings.account:
+        flags.append(f"--account={settings.account}")
+    if settings.time:
+        flags.append(f"--time={settings.time}")
+    if settings.cpus_per_task:
+        flags.append(f"--cpus-per-task={settings.cpus_per_task}")
+    flags += list(settings.extra)
+    return sorted(flags)
+
+
+def srun_flags(settings: SlurmSettings, job: SbatchJob) -> list[str]:
+    lay = job.spec.layout
+    tasks = 1 if job.spec.launch == "node" else lay.procs_per_node
+    flags = [
+        f"--nodes={lay.nnodes}",
+        f"--ntasks={lay.nnodes * tasks}",
+        f"--ntasks-per-node={tasks}",
+        "--kill-on-bad-exit=1",
+    ]
+    if job.spec.container and settings.container_runtime == "pyxis":
+        flags += containers.pyxis_srun_flags(
+            job.spec.container, mounts=_mounts(job.spec), cwd=job.spec.cwd or job.spec.work_dir
+        )
+    return flags
+
+
+def node_argv(settings: SlurmSettings, job: SbatchJob) -> list[str]:
+    """The command node_launch.sh runs: the trainer's argv, in its container if it has one
+    and the runtime is not pyxis (pyxis wraps the whole srun step instead)."""
+    spec = job.spec
+    if not spec.container or settings.container_runtime == "pyxis":
+        return list(spec.argv)
+    return containers.wrap(
+        spec.argv,
+        spec.container,
+        runtime=settings.container_runtime,
+        mounts=_mounts(spec),
+        cwd=spec.cwd or spec.work_dir,
+        env=dict(job.env),
+        gpus=spec.layout.use_gpu,
+    )
+
+
+def _mounts(spec: TrialSpec) -> list[str]:
+    return sorted({spec.work_dir, *([spec.cwd] if spec.cwd else [])})
+
+
+def render_sbatch(settings: SlurmSettings, job: SbatchJob, template: str) -> str:
+    """The batch script text for one attempt (deterministic: flags and env sorted)."""
+    values = {
+        "sbatch_lines": "\n".join(f"#SBATCH {f}" for f in sbatch_flags(settings, job)),
+        "job_dir": shlex.quote(job.job_dir),
+        "env_lines": "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(job.env.items())),
+        "master_addr": shlex.quote(settings.master_addr) if settings.master_addr else FIRST_NODE,
+        "master_port": str(job.master_port),
+        "srun_flags": " ".join(shlex.quote(f) for f in srun_flags(settings, job)),
+        "argv": " ".join(shlex.quote(a) for a in node_argv(settings, job)),
+    }
+    text = template
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+# -- what Slurm prints ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlurmRecord:
+    job_id: str
+    name: str
+    state: str  # the Slurm state word, e.g. RUNNING, CANCELLED, NODE_FAIL
+    exit_code: int | None = None
+    reason: str = ""
+    work_dir: str = ""
+
+
+SQUEUE_FORMAT = "%i|%j|%T|%r|%Z"
+SACCT_FIELDS = "JobID,JobName,State,ExitCode,WorkDir"
+
+
+def parse_squeue(text: str) -> dict[str, SlurmRecord]:
+    """`squeue -h -o '%i|%j|%T|%r|%Z'` lines, keyed by job id."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3:
+            continue
+        job_id, name, state = parts[:3]
+        reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
+        work_dir = parts[4] if len(parts) > 4 else ""
+        out[job_id] = SlurmRecord(job_id, name, state.upper(), None, reason, work_dir)
+    return out
+
+
+def parse_sacct(text: str) -> dict[str, SlurmRecord]:
+    """`sacct -X -n -P -o JobID,JobName,State,ExitCode,WorkDir` lines. The State may read
+    "CANCELLED by 1000"; ExitCode is "code:signal"."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        job_id, name, state, code = parts[:4]
+        words = state.split()
+        out[job_id] = SlurmRecord(
+            job_id,
+            name,
+            words[0].upper() if words else "",
+            _exit_code(code),
+            state if len(words) > 1 else "",
+            parts[4] if len(parts) > 4 else "",
+        )
+    return out
+
+
+def parse_keyvalues(line: str) -> dict[str, str]:
+    """`Key=Value Key2=Value2` as jobcomp/filetxt and `scontrol show -o` print them."""
+    out: dict[str, str] = {}
+    for token in line.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+def parse_jobcomp(text: str, job_ids: Iterable[str]) -> dict[str, SlurmRecord]:
+    """The jobcomp/filetxt lines of the given jobs (the last line of a job wins)."""
+    wanted = set(job_ids)
+    out = {}
+    for line in text.splitlines():
+        kv = parse_keyvalues(line)
+        job_id = kv.get("JobId", "")
+        if job_id in wanted:
+            out[job_id] = SlurmRecord(
+                job_id,
+                kv.get("Name", ""),
+                kv.get("JobState", "").upper(),
+                _exit_code(kv.get("ExitCode", "")),
+                "",
+                kv.get("WorkDir", ""),
+            )
+    return out
+
+
+def _exit_code(text: str) -> int | None:
+    code, _, sig = text.partition(":")
+    try:
+        code_i, sig_i = int(code), int(sig or 0)
+    except ValueError:
+        return None
+    return -sig_i if sig_i and not code_i else code_i
+
+
+def status_of(record: SlurmRecord, cancelled_by_us: bool = False) -> JobStatus:
+    """A Slurm record as a JobStatus, with the reason in words."""
+    state = record.state
+    if state in _ACTIVE:
+        why = f"slurm: {state}" + (f" ({record.reason})" if record.reason else "")
+        return JobStatus(_ACTIVE[state], None, why)
+    if state == "COMPLETED":
+        return JobStatus(JobState.SUCCEEDED, record.exit_code or 0)
+    if state == "CANCELLED":
+        who = "cancelled by scaleout" if cancelled_by_us else "cancelled outside scaleout"
+        return JobStatus(JobState.CANCELLED, record.exit_code, f"slurm: {who}")
+    if state in _LOST:
+        return JobStatus(
+            JobState.FAILED, record.exit_code, f"slurm: the job {_LOST[state]} ({state})"
+        )
+    code = record.exit_code
+    why = f"slurm: {state or 'FAILED'}" + (f", exit code {code}" if code else "")
+    return JobStatus(JobState.FAILED, code, why)
+
+
+def exit_file_status(info: Mapping[str, object], cancelled_by_us: bool) -> JobStatus:
+    """The status the batch script's exit.json records."""
+    rc = int(info.get("returncode", 1))  # type: ignore[call-overload]
+    if cancelled_by_us:
+        return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout")
+    if rc == 0:
+        return JobStatus(JobState.SUCCEEDED, 0)
+    if info.get("signal"):
+        return JobStatus(
+            JobState.FAILED, rc, "terminated by Slurm (time limit, preemption or scancel)"
+        )
+    return JobStatus(JobState.FAILED, rc, f"exit code {rc}")
+
+
+def job_list(records: Sequence[str]) -> str:
+    return ",".join(sorted(set(records), key=lambda j: (len(j), j)))

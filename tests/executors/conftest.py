@@ -1,0 +1,372 @@
+"""Real Slurm and Ray clusters on this one machine, and the sweep helpers their tests share.
+
+Tests reach the helpers through the `helpers` fixture (this module), since test modules are
+imported by path. Every daemon runs as a child of the test process (foreground mode), keeps
+all its files under one tmp dir, and is stopped by its PID: SIGTERM, a deadline, then SIGKILL
+(Ray daemons can ignore SIGTERM for over 10 s). docs/clusters.md says why each setting is what
+it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SPACE = str(REPO / "search_spaces" / "lr_scaling.yaml")
+BIN = Path(sys.executable).parent
+
+
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive TCP ports that are free now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count >= 65000:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_pids(pids: list[int], deadline_s: float = 10.0) -> None:
+    """SIGTERM each, wait up to the deadline, then SIGKILL what is left."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + deadline_s
+    left = list(pids)
+    while left and time.monotonic() < end:
+        left = [p for p in left if _alive(p)]
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat[stat.rfind(")") + 2] == "Z":  # a zombie child of ours: reap it
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below pid (walks /proc parent links)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+# -- Slurm --------------------------------------------------------------------------------------
+SLURM_CONF = """\
+ClusterName=scaleouttest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/none
+CredType=cred/none
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/slurmd.%n
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.%n.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+GresTypes=gpu
+SlurmdParameters=config_overrides
+ReturnToService=2
+MinJobAge=300
+KillWait=5
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root}/jobcomp.txt
+NodeName=node[1-{nodes}] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{d_first}-{d_last}] \
+CPUs={cpus} RealMemory=4000 Gres=gpu:{gpus} State=UNKNOWN
+PartitionName=gpu Nodes=node[1-{nodes}] Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class SlurmCluster:
+    """slurmctld and one slurmd per node (multiple-slurmd build), fake GPUs on /dev/null."""
+
+    def __init__(self, root: Path, *, nodes: int = 4, gpus: int = 8, cpus: int = 8) -> None:
+        self.root = root
+        self.nodes = nodes
+        self.gpus = gpus
+        self.cpus = cpus
+        self.conf = root / "slurm.conf"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def start(self) -> SlurmCluster:
+        root = self.root
+        for d in ("state", "spool", "fakegpu"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        for i in range(self.gpus):
+            link = root / "fakegpu" / f"nvidia{i}"
+            if not link.exists():
+                link.symlink_to("/dev/null")
+        ctld = free_port_range(1)
+        first = free_port_range(self.nodes)
+        self.conf.write_text(
+            SLURM_CONF.format(
+                host=socket.gethostname(),
+                ctld_port=ctld,
+                root=root,
+                nodes=self.nodes,
+                d_first=first,
+                d_last=first + self.nodes - 1,
+                cpus=self.cpus,
+                gpus=self.gpus,
+            )
+        )
+        (root / "gres.conf").write_text(
+            f"AutoDetect=off\nNodeName=node[1-{self.nodes}] Name=gpu "
+            f"File={root}/fakegpu/nvidia[0-{self.gpus - 1}]\n"
+        )
+        env = {**os.environ, **self.env}
+        log = open(root / "daemons.out", "ab")  # noqa: SIM115 - closed with the cluster
+        self._log = log
+        self.procs.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-i", "-f", str(self.conf)],
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
+        for i in range(1, self.nodes + 1):
+            self.procs.append(
+                subprocess.Popen(
+                    ["slurmd", "-D", "-f", str(self.conf), "-N", f"node{i}"],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
+        wait_for(self._all_idle, 30, f"{self.nodes} idle Slurm nodes")
+        return self
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env},
+            check=check,
+            timeout=30,
+        )
+
+    def _all_idle(self) -> bool:
+        r = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
+        states = [line.split()[1] for line in r.stdout.splitlines() if line.strip()]
+        return len(states) == self.nodes and all(s == "idle" for s in states)
+
+    def jobs(self) -> dict[str, str]:
+        """Job name -> state for every job slurmctld still remembers."""
+        r = self.run("squeue", "-h", "--states=all", "-o", "%j|%T", check=False)
+        return dict(line.split("|", 1) for line in r.stdout.splitlines() if "|" in line)
+
+    def stop(self) -> None:
+        jobs = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+        if jobs:
+            self.run("scancel", *jobs, check=False)
+        pids = [p.pid for p in self.procs]
+        # slurmstepd processes of running jobs are the slurmds' children's children
+        steps = [d for p in pids for d in descendants(p)]
+        stop_pids(pids + steps, deadline_s=10)
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=1)
+        self._log.close()
+
+
+def have_slurm() -> bool:
+    return all(shutil.which(c) for c in ("slurmctld", "slurmd", "sbatch", "squeue"))
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def helpers() -> ModuleType:
+    return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """4 nodes x 8 fake GPUs; SLURM_CONF is exported for the session's clients."""
+    if not have_slurm():
+        pytest.skip("Slurm (Debian slurm-wlm) is not installed: tests/run.sh installs it")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    before = os.environ.get("SLURM_CONF")
+    try:
+        cluster.start()
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+    finally:
+        cluster.stop()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+
+
+# -- sweeps through the CLI, checked like tests/test_sweep_e2e.py ------------------------------
+def sweep_cmd(ws: Path, name: str, trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "scaleout", "sweep",
+        "--gpus", "16", "--space", SPACE, "--preset", "tiny",
+        "--trials", str(trials), "--name", name, "--workspace", str(ws),
+        "--poll-interval", "0.3", "--procs-per-node", "1", *extra,
+    ]  # fmt: skip
+
+
+def run_sweep(ws: Path, name: str, trials: int, *extra: str, timeout: float = 240):
+    return subprocess.run(
+        sweep_cmd(ws, name, trials, *extra), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def study(ws: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{ws / name / 'study.db'}")
+
+
+def running_jobs(ws: Path, name: str) -> list[dict]:
+    import json
+
+    from optuna.trial import TrialState
+
+    try:
+        trials = study(ws, name).get_trials()
+    except Exception:
+        return []
+    return [
+        json.loads(t.user_attrs["job"])
+        for t in trials
+        if t.state == TrialState.RUNNING and t.user_attrs.get("job")
+    ]
+
+
+def check_complete(ws: Path, name: str, trials: int) -> None:
+    """Every trial finished once, one MLflow run each, each epoch logged once."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study(ws, name).get_trials()]
+    assert states.count(TrialState.RUNNING) == 0
+    assert len([st for st in states if st.is_finished()]) == trials
+    client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("scaleout.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("scaleout.kind") == "trial"]
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["scaleout.trial"]) for r in children) == list(range(trials))
+    for r in children:
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "NDS")]
+        assert steps == sorted(set(steps)), f"duplicated epochs in {r.info.run_name}: {steps}"
+
+
+def prune_one_trial(executor, tmp: Path):
+    """One real minibev trial through the real controller and `executor`, with a pruner that
+    prunes at the first report (NDS < 0.5): the controller must cancel the job.
+    Returns (the pruned trial, its job handle)."""
+    from dataclasses import replace
+
+    import optuna
+
+    from scaleout.controller import Controller
+    from scaleout.executors.base import JobHandle
+    from scaleout.session import build_plan
+    from scaleout.study import create_or_load, seed_study
+    from scaleout.tracking import NullTracker
+
+    plan, trainer, _ = build_plan(
+        SPACE, 16, trainer_flags={"name": "minibev", "preset": "tiny"}, need_trainer=True
+    )
+    plan = replace(plan, trials=1)
+    st = create_or_load(f"sqlite:///{tmp / 'study.db'}", "prune", plan)
+    seed_study(st, plan)
+    st.pruner = optuna.pruners.ThresholdPruner(lower=0.5)
+    controller = Controller(
+        study=st,
+        plan=plan,
+        trainer=trainer,
+        executor=executor,
+        tracker=NullTracker(),
+        sweep_name="prune",
+        sweep_dir=tmp,
+        parent_run_id="p",
+        parallel=0,
+        poll_interval_s=0.3,
+    )
+    controller.tracker.start_sweep("prune", "u", {}, {})
+    assert controller.run() == "budget spent"
+    trial = st.get_trials()[0]
+    return trial, JobHandle.from_json(trial.user_attrs["job"])

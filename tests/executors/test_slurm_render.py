@@ -1,0 +1,285 @@
+"""The sbatch script and Slurm's printed states, as pure text: table-driven, no Slurm needed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from scaleout.executors.base import JobState
+from scaleout.executors.slurm import _gpus_in_gres
+from scaleout.executors.slurm_text import (
+    TEMPLATE,
+    SbatchJob,
+    SlurmRecord,
+    SlurmSettings,
+    exit_file_status,
+    job_list,
+    parse_jobcomp,
+    parse_sacct,
+    parse_squeue,
+    render_sbatch,
+    sbatch_flags,
+    srun_flags,
+    status_of,
+)
+from scaleout.trainers.base import Layout, TrialSpec
+
+ARGV = (
+    "/venv/bin/python", "-m", "torch.distributed.run", "--nnodes", "20",
+    "--node_rank", "{node_rank}", "--nproc_per_node", "8",
+    "--master_addr", "{master_addr}", "--master_port", "{master_port}",
+    "train.py", "/w/t000/trial_config.py", "--launcher", "pytorch",
+)  # fmt: skip
+
+
+BIG = Layout(20, 8, 160, True)
+
+
+def job(layout=BIG, launch="node", container=None, cwd=None, env=None, gpn=8) -> SbatchJob:
+    spec = TrialSpec(
+        name="t000",
+        work_dir="/w/t000",
+        argv=ARGV,
+        layout=layout,
+        launch=launch,
+        container=container,
+        cwd=cwd,
+    )
+    return SbatchJob(
+        name="lr-160g-t000-a1",
+        spec=spec,
+        job_dir="/w/t000/.jobs/lr-160g-t000-a1",
+        log="/w/t000/lr-160g-t000-a1.log",
+        master_port=29517,
+        gpus_per_node=gpn,
+        env=env if env is not None else {"OMP_NUM_THREADS": "4", "B": "x y"},
+    )
+
+
+FULL = SlurmSettings(
+    partition="gpu",
+    account="perception",
+    time="24:00:00",
+    cpus_per_task=32,
+    extra=("--qos=high", "--constraint=a100"),
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "j", "expected"),
+    [
+        (
+            SlurmSettings(),
+            job(),
+            [
+                "--chdir=/w/t000",
+                "--gres=gpu:8",
+                "--job-name=lr-160g-t000-a1",
+                "--no-requeue",
+                "--nodes=20",
+                "--ntasks-per-node=1",
+                "--open-mode=append",
+                "--output=/w/t000/lr-160g-t000-a1.log",
+            ],
+        ),
+        (
+            FULL,
+            job(),
+            [
+                "--account=perception",
+                "--chdir=/w/t000",
+                "--constraint=a100",
+                "--cpus-per-task=32",
+                "--gres=gpu:8",
+                "--job-name=lr-160g-t000-a1",
+                "--no-requeue",
+                "--nodes=20",
+                "--ntasks-per-node=1",
+                "--open-mode=append",
+                "--output=/w/t000/lr-160g-t000-a1.log",
+                "--partition=gpu",
+                "--qos=high",
+                "--time=24:00:00",
+            ],
+        ),
+        # mmcv's own `--launcher slurm`: srun starts one task per GPU; the trainer's repo is cwd
+        (
+            SlurmSettings(),
+            job(launch="task", cwd="/src/BEVFormer"),
+            [
+                "--chdir=/src/BEVFormer",
+                "--gres=gpu:8",
+                "--job-name=lr-160g-t000-a1",
+                "--no-requeue",
+                "--nodes=20",
+                "--ntasks-per-node=8",
+                "--open-mode=append",
+                "--output=/w/t000/lr-160g-t000-a1.log",
+            ],
+        ),
+        # a 4-GPU trial on one 8-GPU node asks for 4 GPUs, not the whole node
+        (SlurmSettings(), job(Layout(1, 4, 4, True), gpn=4), None),
+    ],
+)
+def test_sbatch_flags_are_sorted_and_complete(settings, j, expected):
+    flags = sbatch_flags(settings, j)
+    assert flags == sorted(flags)
+    if expected is not None:
+        assert flags == expected
+    else:
+        assert "--gres=gpu:4" in flags and "--nodes=1" in flags
+
+
+@pytest.mark.parametrize(
+    ("launch", "layout", "expected"),
+    [
+        ("node", Layout(2, 1, 16, False), "--nodes=2 --ntasks=2 --ntasks-per-node=1"),
+        ("node", Layout(20, 8, 160, True), "--nodes=20 --ntasks=20 --ntasks-per-node=1"),
+        ("task", Layout(20, 8, 160, True), "--nodes=20 --ntasks=160 --ntasks-per-node=8"),
+    ],
+)
+def test_srun_runs_one_launcher_per_node_or_one_task_per_gpu(launch, layout, expected):
+    flags = srun_flags(SlurmSettings(), job(layout, launch=launch))
+    assert " ".join(flags) == expected + " --kill-on-bad-exit=1"
+
+
+def test_render_is_deterministic_and_complete():
+    template = TEMPLATE.read_text()
+    text = render_sbatch(FULL, job(), template)
+    assert text == render_sbatch(FULL, job(), template)  # same inputs, same text
+    assert "{{" not in text
+    assert text.startswith("#!/bin/bash\n")
+    lines = [x for x in text.splitlines() if x.startswith("#SBATCH ")]
+    assert lines == [f"#SBATCH {f}" for f in sbatch_flags(FULL, job())]
+    # env sorted and quoted; the rendezvous at the first node, on the trial's port
+    assert "export B='x y'\nexport OMP_NUM_THREADS=4\n" in text
+    assert 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' in (
+        text
+    )
+    assert "export MASTER_PORT=29517" in text
+    # the per-node command keeps its placeholders for node_launch.sh to fill on each node
+    srun = text[text.index("\nsrun ") + 1 : text.index(" &\n")]
+    words = shlex.split(srun.replace("\\\n", " "))
+    assert words[-len(ARGV) :] == list(ARGV)
+    assert words[-len(ARGV) - 2 : -len(ARGV)] == ["bash", "$job_dir/node_launch.sh"]
+    # the batch script records how it ended, atomically
+    assert "put started.json" in text and "put exit.json" in text
+    assert re.search(r"mv -f .* \"\$job_dir/\$1\"", text)
+
+
+def test_master_addr_override_for_clusters_whose_node_names_do_not_resolve():
+    text = render_sbatch(SlurmSettings(master_addr="127.0.0.1"), job(), TEMPLATE.read_text())
+    assert "export MASTER_ADDR=127.0.0.1\n" in text
+    assert "scontrol show hostnames" not in text
+
+
+@pytest.mark.parametrize(
+    ("runtime", "in_srun", "in_argv"),
+    [
+        ("pyxis", "--container-image=nvcr.io/bev:1", None),
+        ("apptainer", None, "apptainer exec --nv"),
+        ("enroot", None, "enroot start"),
+    ],
+)
+def test_containers(runtime, in_srun, in_argv):
+    j = job(container="nvcr.io/bev:1", env={})
+    text = render_sbatch(SlurmSettings(container_runtime=runtime), j, TEMPLATE.read_text())
+    srun = text[text.index("\nsrun ") + 1 : text.index(" &\n")]
+    head, _, argv = srun.partition("node_launch.sh")
+    if in_srun:
+        assert in_srun in head and "--container-mounts=/w/t000:/w/t000" in head
+        assert argv.split()[1] == "/venv/bin/python"
+    else:
+        assert in_argv in argv and "nvcr.io/bev:1" in argv
+
+
+@pytest.mark.parametrize(
+    ("line", "state", "exit_code", "reason"),
+    [
+        ("12|s-t000-a1|RUNNING|None|/w", "RUNNING", None, ""),
+        ("12|s-t000-a1|PENDING|Resources|/w", "PENDING", None, "Resources"),
+        ("12|s-t000-a1|PENDING|PartitionNodeLimit|/w", "PENDING", None, "PartitionNodeLimit"),
+    ],
+)
+def test_parse_squeue(line, state, exit_code, reason):
+    rec = parse_squeue(line + "\n")["12"]
+    assert (rec.state, rec.exit_code, rec.reason, rec.work_dir) == (state, exit_code, reason, "/w")
+
+
+@pytest.mark.parametrize(
+    ("line", "state", "exit_code"),
+    [
+        ("7|s-t000-a1|COMPLETED|0:0|/w", "COMPLETED", 0),
+        ("7|s-t000-a1|FAILED|3:0|/w", "FAILED", 3),
+        ("7|s-t000-a1|CANCELLED by 1000|0:15|/w", "CANCELLED", -15),
+        ("7|s-t000-a1|TIMEOUT|0:0|/w", "TIMEOUT", 0),
+        ("7|s-t000-a1|NODE_FAIL|1:0|/w", "NODE_FAIL", 1),
+    ],
+)
+def test_parse_sacct(line, state, exit_code):
+    rec = parse_sacct(line)["7"]
+    assert (rec.state, rec.exit_code) == (state, exit_code)
+
+
+def test_parse_jobcomp_keeps_the_last_line_of_each_job():
+    text = (
+        "JobId=3 UserId=root(0) Name=a-t000-a1 JobState=COMPLETED Partition=gpu "
+        "NodeList=node[1-2] WorkDir=/w ExitCode=0:0\n"
+        "JobId=4 UserId=root(0) Name=a-t001-a1 JobState=NODE_FAIL ExitCode=1:0\n"
+        "JobId=33 Name=other JobState=FAILED ExitCode=2:0\n"
+    )
+    recs = parse_jobcomp(text, ["3", "4", "5"])
+    assert sorted(recs) == ["3", "4"]
+    assert recs["3"].state == "COMPLETED" and recs["3"].work_dir == "/w"
+    assert recs["4"].state == "NODE_FAIL" and recs["4"].exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "ours", "expected", "words"),
+    [
+        ("PENDING", False, JobState.PENDING, "PENDING"),
+        ("CONFIGURING", False, JobState.PENDING, ""),
+        ("RUNNING", False, JobState.RUNNING, ""),
+        ("COMPLETING", False, JobState.RUNNING, ""),
+        ("COMPLETED", False, JobState.SUCCEEDED, ""),
+        ("FAILED", False, JobState.FAILED, "FAILED"),
+        ("CANCELLED", True, JobState.CANCELLED, "cancelled by scaleout"),
+        ("CANCELLED", False, JobState.CANCELLED, "cancelled outside scaleout"),
+        ("TIMEOUT", False, JobState.FAILED, "hit its time limit"),
+        ("PREEMPTED", False, JobState.FAILED, "was preempted"),
+        ("NODE_FAIL", False, JobState.FAILED, "lost a node"),
+        ("OUT_OF_MEMORY", False, JobState.FAILED, "ran out of memory"),
+    ],
+)
+def test_slurm_states(state, ours, expected, words):
+    st = status_of(SlurmRecord("1", "n", state, 0), ours)
+    assert st.state == expected
+    assert words in st.reason
+
+
+@pytest.mark.parametrize(
+    ("info", "ours", "expected", "words"),
+    [
+        ({"returncode": 0, "signal": None}, False, JobState.SUCCEEDED, ""),
+        ({"returncode": 3, "signal": None}, False, JobState.FAILED, "exit code 3"),
+        ({"returncode": 143, "signal": "TERM"}, False, JobState.FAILED, "time limit, preemption"),
+        ({"returncode": 143, "signal": "TERM"}, True, JobState.CANCELLED, "cancelled by scaleout"),
+    ],
+)
+def test_exit_file(info, ours, expected, words):
+    st = exit_file_status(info, ours)
+    assert st.state == expected and words in st.reason
+
+
+@pytest.mark.parametrize(
+    ("gres", "gpus"),
+    [("gpu:8", 8), ("gpu:a100:8(S:0-1)", 8), ("gpu:4,shard:8", 4), ("(null)", 0), ("", 0)],
+)
+def test_gpus_in_gres(gres, gpus):
+    assert _gpus_in_gres(gres) == gpus
+
+
+def test_job_list_is_sorted_and_unique():
+    assert job_list(["12", "9", "12", "100"]) == "9,12,100"
