@@ -9,7 +9,7 @@ import sys
 from scaleout import __version__
 from scaleout.errors import ScaleoutError
 
-COMMANDS = ("plan", "sweep", "status", "leaderboard", "ui")
+COMMANDS = ("plan", "sweep", "status", "leaderboard", "ui", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

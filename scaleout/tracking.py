@@ -19,6 +19,13 @@ from scaleout.errors import StateError
 SWEEP_TAG = "scaleout.sweep"
 UID_TAG = "scaleout.sweep_uid"
 KIND_TAG = "scaleout.kind"  # "sweep" on the parent run, "trial" on children
+# The MLflow 3 UI opens an experiment as a GenAI one unless told otherwise, and shows no metric
+# or param columns by default: a shared view (an experiment tag the UI reads) ranks the trials.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+LEADERBOARD_VIEW = "leaderboard"
+LEADERBOARD_VIEW_TAG = f"mlflow.sharedViewState.{LEADERBOARD_VIEW}"
+LEADERBOARD_METRICS = ("NDS", "mAP", "wall_time_s", "gpu_hours")
+LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio", "gpus", "origin")
 
 
 def default_tracking_uri(flag: str | None, workspace: Path) -> str:
@@ -32,6 +39,38 @@ def default_tracking_uri(flag: str | None, workspace: Path) -> str:
 
 def default_artifact_root(workspace: Path) -> str:
     return (workspace / "mlartifacts").as_uri()
+
+
+def leaderboard_view(objective: str = "NDS") -> str:
+    """The experiment page's state for ranking trials: trial runs only, best first, with the
+    columns a user ranks by (MLflow's shared-view JSON: search facets + UI state)."""
+    import json
+
+    metrics = dict.fromkeys((objective, *LEADERBOARD_METRICS))
+    return json.dumps(
+        {
+            "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
+            "orderByKey": f"metrics.`{objective}`",
+            "orderByAsc": False,
+            "startTime": "ALL",
+            "lifecycleFilter": "Active",
+            "modelVersionFilter": "All Runs",
+            "datasetsFilter": [],
+            "selectedColumns": [f"metrics.`{m}`" for m in metrics]
+            + [f"params.`{p}`" for p in LEADERBOARD_PARAMS],
+            "runsExpanded": {},
+            "runsPinned": [],
+            "runsHidden": [],
+        }
+    )
+
+
+def leaderboard_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page that opens on the leaderboard view of a sweep's experiment."""
+    return (
+        f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?viewStateShareKey={LEADERBOARD_VIEW}&workflowType=machine_learning"
+    )
 
 
 class Tracker(Protocol):
@@ -112,7 +151,12 @@ class MlflowTracker:
             exp_id = self.client.create_experiment(
                 name,
                 artifact_location=_artifact_location(self.artifact_root, name),
-                tags={UID_TAG: uid, SWEEP_TAG: name},
+                tags={
+                    UID_TAG: uid,
+                    SWEEP_TAG: name,
+                    EXPERIMENT_KIND_TAG: "custom_model_development",
+                    LEADERBOARD_VIEW_TAG: leaderboard_view(),
+                },
             )
         else:
             if exp.tags.get(UID_TAG) not in (None, uid):

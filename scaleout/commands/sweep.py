@@ -143,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
             console.print("cancelled the running trials (--cancel-on-exit)")
         summary = sweep_summary(opened.study, opened.plan, opened.sweep.name, reason)
         if reason != "stopped":
+            from scaleout.analysis import publish_after_sweep  # plots + leaderboard to MLflow
+
+            publish_after_sweep(opened, console)
             opened.tracker.finish_sweep(opened.parent_run_id, _numeric(summary))
         _print_summary(console, summary, args.json)
         return 0 if reason != "stopped" else 130
