@@ -274,6 +274,30 @@ def slurm_cluster(tmp_path_factory):
             os.environ["SLURM_CONF"] = before
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """4 nodes x 8 fake GPUs (a head and 3 workers); RAY_ADDRESS is exported for the session."""
+    import tempfile
+
+    pytest.importorskip("ray", reason="Ray is the scaleout[ray] extra: tests/run.sh installs it")
+    # a short root: Ray's unix sockets live under it and their paths must stay short
+    root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    cluster = RayCluster(root)
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    try:
+        cluster.start()
+        os.environ.update(RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
+        yield cluster
+    finally:
+        cluster.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- sweeps through the CLI, checked like tests/test_sweep_e2e.py ------------------------------
 def sweep_cmd(ws: Path, name: str, trials: int, *extra: str) -> list[str]:
     return [
@@ -370,3 +394,109 @@ def prune_one_trial(executor, tmp: Path):
     assert controller.run() == "budget spent"
     trial = st.get_trials()[0]
     return trial, JobHandle.from_json(trial.user_attrs["job"])
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+def host_ip() -> str:
+    """The host's own address for the head node (a head on 127.0.0.1 made drivers hang)."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    return next((a for a in out if "." in a and not a.startswith("127.")), "127.0.0.1")
+
+
+class RayCluster:
+    """A head and workers as `ray start --block` processes, started one after another;
+    workers on distinct loopback addresses (127.0.0.2, ...), so placement by node IP sees
+    distinct hosts. Token auth off (RAY_AUTH_MODE=disabled) for every process."""
+
+    def __init__(self, root: Path, *, nodes: int = 4, gpus: int = 8, cpus: int = 4) -> None:
+        self.root = root
+        self.nodes = nodes
+        self.gpus = gpus
+        self.cpus = cpus
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.head_ip = host_ip()
+        self.gcs_port = free_port_range(1)
+        self.dashboard_port = free_port_range(1)
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TMPDIR": str(self.root),
+            # notice a dead node within seconds, not the default half minute
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            "RAY_health_check_timeout_ms": "1000",
+        }
+
+    def _start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"node{len(self.procs)}.out", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", *args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def common(self) -> list[str]:
+        return [
+            f"--num-gpus={self.gpus}",
+            f"--num-cpus={self.cpus}",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ]
+
+    def start(self) -> RayCluster:
+        self._start(
+            "--head",
+            f"--node-ip-address={self.head_ip}",
+            f"--port={self.gcs_port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--temp-dir={self.root}",
+            *self.common(),
+        )
+        wait_for(lambda: self.alive_nodes() == 1, 60, "the Ray head and its dashboard")
+        for i in range(2, self.nodes + 1):
+            self._start(
+                f"--address={self.head_ip}:{self.gcs_port}",
+                f"--node-ip-address=127.0.0.{i}",
+                *self.common(),
+            )
+            wait_for(lambda i=i: self.alive_nodes() == i, 60, f"Ray node {i}")
+        return self
+
+    def alive_nodes(self) -> int:
+        try:
+            from ray.util.state import list_nodes
+
+            nodes = list_nodes(address=self.address, timeout=5, raise_on_missing_output=False)
+        except Exception:
+            return 0
+        return sum(1 for n in nodes if n.state == "ALIVE")
+
+    def raylet_of(self, node: int) -> int:
+        """The raylet PID of node N (1 = head)."""
+        for pid in descendants(self.procs[node - 1].pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                    return pid
+            except OSError:
+                continue
+        raise AssertionError(f"no raylet under Ray node {node}")
+
+    def stop(self) -> None:
+        pids = [p.pid for p in self.procs]
+        everything = pids + [d for p in pids for d in descendants(p)]
+        stop_pids(list(reversed(pids)), deadline_s=15)
+        stop_pids([p for p in everything if _alive(p)], deadline_s=5)
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=1)

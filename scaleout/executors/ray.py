@@ -1,0 +1,295 @@
+"""Ray executor: each trial attempt is a Ray Job on a running Ray cluster.
+
+Jobs API (`JobSubmissionClient`): a job belongs to the cluster, so it survives the
+controller, and its submission id is the deterministic job name, so `find` re-attaches after
+a crash. The job's entrypoint (`scaleout.executors.ray_entry`) reserves one placement-group
+bundle per node and runs torchrun on each. The controller never becomes a Ray driver: it
+talks to the dashboard over HTTP (`--ray-address`, RAY_ADDRESS: the address `ray job submit`
+uses, e.g. http://head:8265). The trial's work dir must be on a filesystem the nodes share.
+
+Polling lists the cluster's jobs in one call, rate-limited and backing off after failures; a
+failed call makes the status UNKNOWN. Finished states are cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from scaleout.errors import StateError, UsageError
+from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.executors.localrun import write_json_atomic
+from scaleout.trainers.base import TrialSpec
+
+_STATES = {
+    "PENDING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.SUCCEEDED,
+    "FAILED": JobState.FAILED,
+    "STOPPED": JobState.CANCELLED,
+}
+
+
+def job_status(status: str, exit_code: int | None, message: str) -> JobStatus:
+    """A Ray job's status as a JobStatus (message: its first line, which says why)."""
+    state = _STATES.get(status.upper(), JobState.UNKNOWN)
+    why = (message or "").strip().splitlines()[0][:300] if message else ""
+    if state == JobState.CANCELLED:
+        why = "ray: the job was stopped"
+    return JobStatus(state, exit_code, why)
+
+
+class RayExecutor:
+    """Trials as Ray Jobs with a placement group each."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        procs_per_node: int = 0,
+        gpus_per_node: int | None = None,
+        cpus_per_node: float = 1,
+        placement_timeout_s: float = 600.0,
+        python: str | None = None,
+        poll_min_interval_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        address = address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise UsageError(
+                "--executor ray needs the cluster's address",
+                hint="give --ray-address http://HEAD:8265 (the dashboard) or set RAY_ADDRESS",
+            )
+        self.address = address if "://" in address else f"http://{address}"
+        try:
+            from ray.job_submission import JobSubmissionClient  # noqa: F401
+        except ImportError:
+            raise StateError(
+                "the ray executor needs Ray, which is not installed",
+                hint="pip install 'scaleout[ray]'",
+            ) from None
+        self.procs_per_node = procs_per_node
+        self.gpus_per_node = gpus_per_node
+        self.cpus_per_node = cpus_per_node
+        self.placement_timeout_s = placement_timeout_s
+        self.python = python or sys.executable
+        self.poll_min_interval_s = poll_min_interval_s
+        self.max_backoff_s = max_backoff_s
+        self._client_obj: Any = None
+        self._capacity: Capacity | None = None
+        self._final: dict[str, JobStatus] = {}
+        self._jobs: dict[str, Any] = {}
+        self._query_ok = False
+        self._query_error = ""
+        self._next_query = 0.0
+        self._backoff = poll_min_interval_s
+
+    @contextlib.contextmanager
+    def _pinned(self) -> Iterator[None]:
+        """Ray's clients let RAY_API_SERVER_ADDRESS / RAY_ADDRESS override the address they
+        are given; the sweep's stored address must win, so it is pinned while they resolve."""
+        key = "RAY_API_SERVER_ADDRESS"
+        before = os.environ.get(key)
+        os.environ[key] = self.address
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                with self._pinned():
+                    self._client_obj = JobSubmissionClient(self.address)
+            except Exception as exc:
+                raise StateError(
+                    f"cannot reach the Ray cluster at {self.address}: {_short(exc)}",
+                    hint="start it (ray start --head --include-dashboard=true) or check "
+                    "--ray-address / RAY_ADDRESS (the dashboard address, port 8265)",
+                ) from None
+        return self._client_obj
+
+    # -- capacity -------------------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        """Alive nodes with GPUs and GPUs per node, from the cluster's own node table."""
+        if self._capacity is not None:
+            return self._capacity
+        self._client  # noqa: B018 - connects, or says the cluster does not answer
+        from ray.util.state import list_nodes
+
+        try:
+            with self._pinned():
+                nodes = list_nodes(address=self.address, timeout=30, raise_on_missing_output=False)
+        except Exception as exc:
+            raise StateError(f"cannot list the nodes of {self.address}: {_short(exc)}") from None
+        gpus = [int(n.resources_total.get("GPU", 0)) for n in nodes if n.state == "ALIVE"]
+        gpus = [g for g in gpus if g > 0]
+        gpn = self.gpus_per_node or (min(gpus) if gpus else 0)
+        if not gpn:
+            raise UsageError(
+                f"the Ray cluster at {self.address} has no node with GPUs ({len(nodes)} node(s))",
+                hint="start nodes with --num-gpus, or give the executor option gpus_per_node",
+            )
+        ppn = self.procs_per_node
+        if ppn and gpn % ppn:
+            raise UsageError(
+                f"--procs-per-node {ppn} does not divide the {gpn} GPUs of a node: "
+                f"use a divisor of {gpn}"
+            )
+        usable = sum(1 for g in gpus if g >= gpn)
+        self._capacity = Capacity(nodes=usable, gpus_per_node=gpn, slots=usable, procs_per_node=ppn)
+        return self._capacity
+
+    # -- the Executor protocol ------------------------------------------------------------------
+    def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        cap = self.capacity()
+        work = Path(spec.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        for rel, text in spec.files.items():
+            target = work / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        job_dir = work / ".jobs" / job_name
+        if job_dir.exists():
+            shutil.rmtree(job_dir)  # a job of this name never reached Ray (see find)
+        job_dir.mkdir(parents=True)
+        lay = spec.layout
+        logs = [str(work / f"{job_name}.log")]
+        logs += [str(work / f"{job_name}.node{r}.log") for r in range(1, lay.nnodes)]
+        gpus = min(cap.gpus_per_node, lay.virtual_gpus // lay.nnodes)
+        job = {
+            "name": job_name,
+            "argv": list(spec.argv),
+            "env": dict(spec.env),
+            "cwd": spec.cwd or str(work),
+            "nnodes": lay.nnodes,
+            "bundle": {"GPU": gpus, "CPU": self.cpus_per_node},
+            "logs": logs,
+            "placement_timeout_s": self.placement_timeout_s,
+        }
+        if spec.container:
+            from scaleout.trainers.container import wrap
+
+            job["argv"] = wrap(
+                spec.argv,
+                spec.container,
+                runtime="docker",
+                mounts=sorted({str(work), *([spec.cwd] if spec.cwd else [])}),
+                cwd=spec.cwd or str(work),
+                env=spec.env,
+                gpus=lay.use_gpu,
+            )
+        job_file = job_dir / "job.json"
+        write_json_atomic(job_file, job)
+        entrypoint = " ".join(
+            shlex.quote(a)
+            for a in (self.python, "-m", "scaleout.executors.ray_entry", str(job_file))
+        )
+        try:
+            self._client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=job_name,
+                metadata={"scaleout_work_dir": str(work), "scaleout_job": job_name},
+                entrypoint_num_cpus=0,
+                # every node's lines in the job log, not "[repeated 7x across cluster]"
+                runtime_env={"env_vars": {"RAY_DEDUP_LOGS": "0"}},
+            )
+        except Exception as exc:
+            raise StateError(f"ray: could not submit {job_name}: {_short(exc)}") from None
+        return self._handle(job_name, work)
+
+    def _handle(self, name: str, work: Path) -> JobHandle:
+        return JobHandle(
+            executor=self.name,
+            name=name,
+            job_id=name,
+            data={"job_dir": str(work / ".jobs" / name), "log": str(work / f"{name}.log")},
+        )
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        todo = [h for h in handles if h.name not in self._final]
+        if todo:
+            self._query([h.job_id for h in todo])
+        for h in handles:
+            if h.name in self._final:
+                out[h.name] = self._final[h.name]
+                continue
+            info = self._jobs.get(h.job_id)
+            if info is not None:
+                status = job_status(
+                    str(getattr(info.status, "value", info.status)),
+                    getattr(info, "driver_exit_code", None),
+                    info.message or "",
+                )
+            elif not self._query_ok:
+                status = JobStatus(JobState.UNKNOWN, reason=f"ray: {self._query_error}")
+            else:
+                status = JobStatus(JobState.NOT_FOUND, reason=f"ray has no job {h.job_id}")
+            if status.state.finished:
+                self._final[h.name] = status
+            out[h.name] = status
+        return out
+
+    def _query(self, job_ids: list[str]) -> None:
+        now = time.monotonic()
+        if now < self._next_query and (not self._query_ok or set(job_ids) <= set(self._jobs)):
+            return
+        try:
+            jobs = self._client.list_jobs()
+        except Exception as exc:
+            self._query_ok = False
+            self._query_error = f"cannot list the jobs of {self.address}: {_short(exc)}"
+            self._backoff = min(self.max_backoff_s, max(self._backoff * 2, 1.0))
+            self._next_query = now + self._backoff
+            return
+        self._query_ok = True
+        self._backoff = self.poll_min_interval_s
+        self._next_query = now + self.poll_min_interval_s
+        self._jobs = {j.submission_id: j for j in jobs if j.submission_id}
+
+    def cancel(self, handle: JobHandle) -> None:
+        if handle.name in self._final:
+            return
+        try:
+            self._client.stop_job(handle.job_id)  # False when it already finished
+        except Exception:  # no such job, or the cluster is gone: nothing to stop
+            return
+        self._next_query = 0.0
+
+    def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
+        try:
+            info = self._client.get_job_info(job_name)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return None
+            raise StateError(f"ray: cannot look up job {job_name}: {_short(exc)}") from None
+        work = Path(spec.work_dir)
+        theirs = (info.metadata or {}).get("scaleout_work_dir")
+        if theirs and os.path.realpath(theirs) != os.path.realpath(work):
+            raise UsageError(
+                f"the Ray cluster already has a job named {job_name} from another sweep "
+                f"(work dir {theirs})",
+                hint="give this sweep another --name",
+            )
+        return self._handle(job_name, work)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
