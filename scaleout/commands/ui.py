@@ -117,7 +117,10 @@ def experiment_urls(uri: str, server: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import signal
     import subprocess
+    import sys
 
     from scaleout.errors import UsageError
     from scaleout.tracking import default_artifact_root, default_tracking_uri
@@ -130,12 +133,17 @@ def run(args: argparse.Namespace) -> int:
             f"no MLflow store in {root} yet: run a sweep first, or give --workspace / --mlflow-uri"
         )
     study = optuna_storage(root, args.name) if args.optuna else None
+    # MLflow's job runner serves GenAI features scaleout does not use, and triples start-up.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     argv = mlflow_server_argv(uri, default_artifact_root(root), args.host, args.port)
     server = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri}: {server}  (Ctrl-C to stop)")
     for name, url in experiment_urls(uri, server):
         print(f"  {name} leaderboard: {url}")
     procs = []
+    # `kill` stops the servers too: SystemExit unwinds through subprocess.call (which kills
+    # MLflow) and the finally below (optuna-dashboard).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if study is not None:
             name, storage = study
