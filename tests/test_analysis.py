@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "analysis.md"
 
 
-def make_unfinished_sweep(ws: Path, done_name: str, name: str) -> None:
-    """A sweep beside `done_name` (same plan) whose only trial failed: no finished trial."""
+def make_unfinished_sweep(ws: Path, done_name: str, dst_ws: Path, name: str) -> None:
+    """A sweep in `dst_ws` with the plan of `done_name` whose only trial failed: no finished
+    trial. (Its own workspace: the session's stays as test_cli_results expects it.)"""
     import optuna
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
@@ -27,12 +28,17 @@ def make_unfinished_sweep(ws: Path, done_name: str, name: str) -> None:
     from scaleout.tracking import MlflowTracker
 
     src = ws / done_name
-    dst = ws / name
-    dst.mkdir()
+    dst = dst_ws / name
+    dst.mkdir(parents=True)
     for f in ("plan.json", "space.yaml"):
         shutil.copy(src / f, dst / f)
     meta = json.loads((src / "sweep.json").read_text())
-    meta.update(name=name, uid=uuid.uuid4().hex, storage=f"sqlite:///{dst / 'study.db'}")
+    meta.update(
+        name=name,
+        uid=uuid.uuid4().hex,
+        storage=f"sqlite:///{dst / 'study.db'}",
+        mlflow_uri=f"sqlite:///{dst_ws / 'mlflow.db'}",
+    )
     study = optuna.create_study(storage=meta["storage"], study_name=name, direction="maximize")
     parent = MlflowTracker(meta["mlflow_uri"]).start_sweep(name, meta["uid"], {}, {})
     study.set_user_attr("mlflow_parent_run_id", parent)
@@ -58,11 +64,11 @@ def make_unfinished_sweep(ws: Path, done_name: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def unfinished(finished_sweep):
+def unfinished(finished_sweep, tmp_path_factory):
     ws, done = finished_sweep
-    if not (ws / "failing").exists():
-        make_unfinished_sweep(ws, done, "failing")
-    return ws, "failing"
+    dst = tmp_path_factory.mktemp("unfinished")
+    make_unfinished_sweep(ws, done, dst, "failing")
+    return dst, "failing"
 
 
 def test_one_row_per_trial_with_the_plan_and_mlflow_joined(finished_sweep):
@@ -111,9 +117,10 @@ def test_epochs_long_form(finished_sweep):
 
 def test_across_sweeps_and_best_vs_rules(finished_sweep, unfinished):
     ws, name = finished_sweep
-    both = analysis.load_sweeps([name, unfinished[1]], ws)
-    assert set(both["sweep"]) == {name, "failing"} and len(both) == 4
-    assert set(both.attrs["plans"]) == {name, "failing"}
+    both = analysis.load_sweeps([name, name], ws)
+    assert list(both["sweep"]) == [name] * 6 and set(both.attrs["plans"]) == {name}
+    with pytest.raises(UsageError, match="no sweep named 'failing'"):
+        analysis.load_sweeps([name, unfinished[1]], ws)
     df = analysis.load_sweep(name, ws)
     table = analysis.best_vs_rules(df)
     assert list(table.index) == ["lr", "warmup_iters", "min_lr_ratio", "NDS"]

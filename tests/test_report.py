@@ -60,10 +60,9 @@ def test_report_html_and_markdown(finished_sweep, tmp_path, scaleout):
 
 def test_report_of_a_sweep_without_finished_trials(finished_sweep, tmp_path, scaleout):
     ws, done = finished_sweep
-    if not (ws / "failing").exists():
-        _make_unfinished_sweep()(ws, done, "failing")
+    _make_unfinished_sweep()(ws, done, tmp_path / "ws", "failing")
     out = tmp_path / "rep"
-    r = scaleout("report", "failing", "--workspace", str(ws), "--out", str(out))
+    r = scaleout("report", "failing", "--workspace", str(tmp_path / "ws"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "no finished trials yet" in r.stdout
     page = (out / "report.html").read_text()
