@@ -162,13 +162,17 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
         type=positive_int("--procs-per-node"),
         help="slurm/ray: processes per node (default: one per GPU; fewer run virtual GPUs)",
     )
+    g.add_argument(
+        "--container-runtime",
+        choices=("pyxis", "enroot", "apptainer", "docker"),
+        help="slurm/ray: how a trainer's container image runs (default: pyxis on slurm, "
+        "docker on ray)",
+    )
     g.add_argument("--ray-address", help="ray: the dashboard address (default: $RAY_ADDRESS)")
     g.add_argument("--slurm-partition", metavar="NAME", help="slurm: partition (default: its own)")
     g.add_argument("--slurm-account", metavar="NAME", help="slurm: account to charge")
     g.add_argument("--slurm-time", metavar="TIME", help="slurm: time limit per job, e.g. 24:00:00")
-    g.add_argument(
-        "--slurm-cpus-per-task", type=positive_int("--slurm-cpus-per-task"), metavar="N"
-    )
+    g.add_argument("--slurm-cpus-per-task", type=positive_int("--slurm-cpus-per-task"), metavar="N")
     g.add_argument(
         "--slurm-extra",
         action="append",
@@ -187,7 +191,10 @@ def executor_options(args: argparse.Namespace) -> dict[str, Any]:
     """The executor flags given, as the options sweep.json stores."""
     import os
 
-    given: dict[str, Any] = {"procs_per_node": args.procs_per_node}
+    given: dict[str, Any] = {
+        "procs_per_node": args.procs_per_node,
+        "container_runtime": args.container_runtime,
+    }
     if args.executor == "slurm":
         given.update(
             partition=args.slurm_partition,

@@ -60,6 +60,7 @@ class RayExecutor:
         cpus_per_node: float = 1,
         placement_timeout_s: float = 600.0,
         python: str | None = None,
+        container_runtime: str = "docker",
         poll_min_interval_s: float = 1.0,
         max_backoff_s: float = 60.0,
     ) -> None:
@@ -82,6 +83,11 @@ class RayExecutor:
         self.cpus_per_node = cpus_per_node
         self.placement_timeout_s = placement_timeout_s
         self.python = python or sys.executable
+        if container_runtime == "pyxis":
+            raise UsageError(
+                "--container-runtime pyxis is Slurm's; on Ray use docker, apptainer or enroot"
+            )
+        self.container_runtime = container_runtime
         self.poll_min_interval_s = poll_min_interval_s
         self.max_backoff_s = max_backoff_s
         self._client_obj: Any = None
@@ -188,7 +194,7 @@ class RayExecutor:
             job["argv"] = wrap(
                 spec.argv,
                 spec.container,
-                runtime="docker",
+                runtime=self.container_runtime,
                 mounts=sorted({str(work), *([spec.cwd] if spec.cwd else [])}),
                 cwd=spec.cwd or str(work),
                 env=spec.env,

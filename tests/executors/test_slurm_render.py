@@ -283,3 +283,44 @@ def test_gpus_in_gres(gres, gpus):
 
 def test_job_list_is_sorted_and_unique():
     assert job_list(["12", "9", "12", "100"]) == "9,12,100"
+
+
+@pytest.mark.parametrize(
+    ("argv", "executor", "options"),
+    [
+        ([], "local", {}),
+        (
+            ["--executor", "slurm", "--slurm-partition", "gpu", "--slurm-account", "perception",
+             "--slurm-time", "24:00:00", "--slurm-cpus-per-task", "32",
+             "--slurm-extra=--qos=high", "--slurm-extra=--constraint=a100",
+             "--procs-per-node", "1", "--slurm-master-addr", "127.0.0.1"],
+            "slurm",
+            {"partition": "gpu", "account": "perception", "time": "24:00:00",
+             "cpus_per_task": 32, "extra": ["--qos=high", "--constraint=a100"],
+             "procs_per_node": 1, "master_addr": "127.0.0.1"},
+        ),
+        (
+            ["--executor", "ray", "--ray-address", "http://head:8265",
+             "--container-runtime", "apptainer"],
+            "ray",
+            {"address": "http://head:8265", "container_runtime": "apptainer"},
+        ),
+    ],
+)  # fmt: skip
+def test_executor_flags_become_the_stored_options(argv, executor, options, monkeypatch):
+    from scaleout.cli import build_parser
+    from scaleout.commands.sweep import executor_options
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = build_parser().parse_args(["sweep", "--gpus", "16", "--space", "s.yaml", *argv])
+    assert args.executor == executor
+    assert executor_options(args) == options
+
+
+def test_stored_options_build_the_executor(monkeypatch):
+    from scaleout.executors.slurm import SlurmExecutor
+    from scaleout.session import make_executor
+
+    ex = make_executor("slurm", {"partition": "gpu", "extra": ["--qos=high"]}, None)
+    assert isinstance(ex, SlurmExecutor)
+    assert ex.settings.partition == "gpu" and ex.settings.extra == ("--qos=high",)
