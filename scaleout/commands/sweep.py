@@ -234,15 +234,16 @@ def _announce(console: Any, opened: Any, controller: Any) -> None:
         f"{opened.meta['trainer']['name']} trainer, {opened.meta['executor']} executor"
     )
     if lay.virtual_gpus > lay.world_size:
-        where = (
-            f"{lay.procs_per_node} GPU process(es)"
-            if lay.use_gpu
-            else f"{lay.procs_per_node} CPU process(es)"
+        kind = "GPU" if lay.use_gpu else "CPU"
+        procs = f"{lay.nnodes} node(s) x {lay.procs_per_node} {kind} process(es)"
+        why = (
+            f"this machine has fewer than {plan.gpus} GPUs"
+            if opened.meta["executor"] == "local"
+            else "--procs-per-node asks for fewer processes than GPUs"
         )
         console.print(
-            f"[yellow]virtual GPUs[/]: this machine has fewer than {plan.gpus} GPUs, "
-            f"so each trial runs on {where} with the same global batch of "
-            f"{plan.scale.target_global_batch} (the same optimisation, slower)"
+            f"[yellow]virtual GPUs[/]: {why}, so each trial runs on {procs} with the same "
+            f"global batch of {plan.scale.target_global_batch} (the same optimisation, slower)"
         )
     console.print(
         f"  workspace {opened.sweep.dir}\n  MLflow {opened.meta['mlflow_uri']} "
