@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from scaleout.trainers.base import TrialSpec
@@ -108,3 +110,23 @@ class Executor(Protocol):
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
         """The job of that name if the executor knows it (re-attach after a crash)."""
         ...
+
+
+def prepare_job_dir(spec: TrialSpec, job_name: str) -> tuple[Path, Path]:
+    """Write the spec's files into its work dir and make a fresh `.jobs/<job_name>` record
+    folder; returns (work_dir, job_dir). Every executor starts a job this way.
+
+    A record folder that already exists belongs to a job of this name that never started
+    (`Executor.find` found nothing), so it is replaced.
+    """
+    work = Path(spec.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    for rel, text in spec.files.items():
+        target = work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    job_dir = work / ".jobs" / job_name
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    return work, job_dir

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scaleout.errors import UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
 from scaleout.executors.localrun import process_start_ticks, write_json_atomic
 from scaleout.trainers.base import TrialSpec
 
@@ -92,16 +92,7 @@ class LocalExecutor:
                 f"the local executor runs one node; {spec.name} wants "
                 f"{spec.layout.nnodes} (use --executor slurm or ray)"
             )
-        work = Path(spec.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        for rel, text in spec.files.items():
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        job_dir = work / ".jobs" / job_name
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # a job of this name never started (see find)
-        job_dir.mkdir(parents=True)
+        work, job_dir = prepare_job_dir(spec, job_name)
         env = dict(spec.env)
         gpus: list[int] = []
         if spec.layout.use_gpu:

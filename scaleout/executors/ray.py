@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
 from scaleout.executors.localrun import write_json_atomic
 from scaleout.trainers.base import TrialSpec
 
@@ -164,16 +163,7 @@ class RayExecutor:
     # -- the Executor protocol ------------------------------------------------------------------
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         cap = self.capacity()
-        work = Path(spec.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        for rel, text in spec.files.items():
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        job_dir = work / ".jobs" / job_name
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # a job of this name never reached Ray (see find)
-        job_dir.mkdir(parents=True)
+        work, job_dir = prepare_job_dir(spec, job_name)
         lay = spec.layout
         logs = [str(work / f"{job_name}.log")]
         logs += [str(work / f"{job_name}.node{r}.log") for r in range(1, lay.nnodes)]

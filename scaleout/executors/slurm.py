@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
 from scaleout.executors.local import free_port
 from scaleout.executors.localrun import write_json_atomic
 from scaleout.executors.slurm_text import (
@@ -200,16 +200,7 @@ class SlurmExecutor:
     # -- the Executor protocol ------------------------------------------------------------------
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         cap = self.capacity()
-        work = Path(spec.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        for rel, text in spec.files.items():
-            target = work / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        job_dir = work / ".jobs" / job_name
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # a job of this name never reached Slurm (see find)
-        job_dir.mkdir(parents=True)
+        work, job_dir = prepare_job_dir(spec, job_name)
         shutil.copy(NODE_LAUNCH, job_dir / "node_launch.sh")
         log = work / f"{job_name}.log"
         env = dict(spec.env)
