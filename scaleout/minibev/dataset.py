@@ -27,7 +27,7 @@ from scaleout.minibev.geometry import make_rig
 from scaleout.minibev.scenes import N_FIELDS, SceneConfig, make_sample
 
 SPLITS = {"train": 0, "val": 1}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever scenes.py changes what a seed renders
 
 
 def cache_dir() -> Path:

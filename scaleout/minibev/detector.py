@@ -44,6 +44,8 @@ class MiniBEV(BaseModel):
         num_z: int = 4,
         num_points: int = 2,
         topk: int = 30,
+        heatmap_prior: float = 0.1,
+        pre_norm: bool = False,
         micro_batch: int | None = None,
         samples_per_gpu: int = 1,
         channels_last: bool = False,
@@ -55,9 +57,16 @@ class MiniBEV(BaseModel):
         # Registered after encoder and head so that the first param group, whose lr mmengine
         # logs as `lr`, is a full-lr one; `img_backbone` takes the backbone lr_mult.
         self.encoder = BEVEncoder(
-            embed_dims, bev_size, bev_range, image_size, num_layers, num_z, num_points
+            embed_dims,
+            bev_size,
+            bev_range,
+            image_size,
+            num_layers,
+            num_z,
+            num_points,
+            pre_norm=pre_norm,
         )
-        self.head = CenterHead(embed_dims, bev_size, bev_range)
+        self.head = CenterHead(embed_dims, bev_size, bev_range, heatmap_prior)
         self.img_backbone = Backbone(embed_dims, backbone_stride)
         self.topk = topk
         self.micro_batch = micro_batch

@@ -65,8 +65,8 @@ CLASS_COLOURS = np.array(
     ]
 )
 # Moving probability and speed range (m/s) per class.
-MOTION = [(0.5, 2, 10), (0.5, 2, 8), (0.5, 2, 8), (0.3, 1, 5), (0.3, 1, 4)]
-MOTION += [(0.6, 0.5, 1.8), (0.5, 2, 8), (0.5, 2, 6), (0.0, 0, 0), (0.0, 0, 0)]
+MOTION = [(0.5, 3, 6), (0.5, 3, 5), (0.5, 3, 5), (0.3, 2, 4), (0.3, 1, 3)]
+MOTION += [(0.6, 0.8, 1.6), (0.5, 3, 6), (0.5, 2, 4), (0.0, 0, 0), (0.0, 0, 0)]
 FRAME_DT = 0.5  # seconds between the previous and the current frame (nuScenes keyframes)
 N_FIELDS = 11  # x, y, z, w, l, h, yaw, vx, vy, label, attribute (-1 = none)
 
@@ -101,8 +101,13 @@ def sample_objects(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
                 break
         else:
             continue
-        # Vehicles mostly follow the road axis; people and cones face anywhere.
-        if label <= 4 or label == 9:
+        # Vehicles follow the road with right-hand traffic: heading forward on the right of the
+        # ego lane, backwards on the left (as on most nuScenes streets), a few the wrong way.
+        # Barriers line the road; people, cycles and cones face anywhere.
+        if label <= 4:
+            with_traffic = rng.random() < 0.85
+            yaw = (0.0 if (y < 0) == with_traffic else math.pi) + 0.15 * rng.standard_normal()
+        elif label == 9:
             yaw = rng.choice([0.0, math.pi]) + 0.2 * rng.standard_normal()
         else:
             yaw = rng.uniform(-math.pi, math.pi)

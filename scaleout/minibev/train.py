@@ -217,6 +217,9 @@ def build_runner(cfg):
         dist.init_process_group("gloo")
     cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})
     cfg.env_cfg.dist_cfg.backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # Late in training some activations and Adam moments get tiny; denormal arithmetic is
+    # many times slower on x86 CPUs and would make run times depend on the lr schedule.
+    torch.set_flush_denormal(True)
     return Runner.from_cfg(cfg)
 
 

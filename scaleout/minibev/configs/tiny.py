@@ -31,10 +31,12 @@ model = dict(
     num_z=3,
     num_points=2,
     topk=20,
+    heatmap_prior=0.1,
+    pre_norm=True,
+    micro_batch=None,
 )
-_dataset = dict(
-    type="MiniBEVDataset", image_size=image_size, seed=2024, scene=dict(bev_range=bev_range)
-)
+_scene = dict(bev_range=bev_range, min_objects=4, max_objects=10, noise=0.03)
+_dataset = dict(type="MiniBEVDataset", image_size=image_size, seed=2024, scene=_scene)
 train_dataloader = dict(
     batch_size=1,  # samples per (virtual) GPU
     num_workers=0,
