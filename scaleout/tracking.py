@@ -128,7 +128,13 @@ class MlflowTracker:
         if self._client is None:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            import logging
+
             from mlflow.tracking import MlflowClient
+
+            # "Creating initial MLflow database tables..." is not news for a sweep's user.
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -20,6 +21,9 @@ def _stub_cv2_if_missing() -> None:
     stub = types.ModuleType("cv2")
     stub.__doc__ = "placeholder installed by scaleout.minibev: OpenCV is not installed"
     stub.__version__ = "not installed"
+    # A spec, so that other libraries' importlib.util.find_spec("cv2") answers instead of
+    # raising "cv2.__spec__ is None".
+    stub.__spec__ = importlib.machinery.ModuleSpec("cv2", None)
 
     def _missing(name: str):
         if name.startswith("__"):
