@@ -21,9 +21,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install -q -c .ci/constraints.txt -e '.[test,ray]'
-# `scaleout ui --optuna` is tested against the real optuna-dashboard (the dashboard extra).
-.venv/bin/pip install -q -c .ci/constraints.txt -e '.[dashboard]'
+# ray: the Ray executor's tests; dashboard: `scaleout ui --optuna` against optuna-dashboard.
+.venv/bin/pip install -q -c .ci/constraints.txt -e '.[test,ray,dashboard]'
 # The nuScenes devkit is the reference the metric is checked against. It pins numpy<2 but its
 # evaluation code runs on numpy 2; the test loads only those files (no cv2/matplotlib parts).
 .venv/bin/pip install -q --no-deps nuscenes-devkit==1.2.0 pyquaternion==0.9.9
