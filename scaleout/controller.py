@@ -108,6 +108,10 @@ def _divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
 
 
+def _opt(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
+
+
 def run_name(number: int, params: dict[str, Any]) -> str:
     return f"t{number:03d} lr={params['lr']:.1e} wu={params['warmup_iters']}"
 
@@ -312,12 +316,19 @@ class Controller:
         self._emit(verb, act, f"{verb} as job {handle.job_id} ({name})")
 
     def _render(self, act: Active, resume: bool) -> TrialSpec:
-        p = act.params
-        extra = {
-            k: v
-            for k, v in p.items()
-            if k
-            not in {"lr", "warmup_iters", "min_lr_ratio", "gpus", "samples_per_gpu", "global_batch"}
+        p = dict(act.params)
+        # `search.fixed` may pin the trainer's seed, epochs and warmup start factor; the
+        # adapters set those keys in the trainer's own config. Anything else rides in extra.
+        known = {
+            "lr",
+            "warmup_iters",
+            "min_lr_ratio",
+            "gpus",
+            "samples_per_gpu",
+            "global_batch",
+            "seed",
+            "epochs",
+            "warmup_ratio",
         }
         params = TrialParams(
             lr=float(p["lr"]),
@@ -325,7 +336,10 @@ class Controller:
             min_lr_ratio=float(p["min_lr_ratio"]),
             gpus=int(p["gpus"]),
             samples_per_gpu=int(p["samples_per_gpu"]),
-            extra=extra,
+            warmup_ratio=_opt(p.get("warmup_ratio"), float),
+            epochs=_opt(p.get("epochs"), int),
+            seed=_opt(p.get("seed"), int),
+            extra={k: v for k, v in p.items() if k not in known},
         )
         spec = self.trainer.render(
             params, self.layout, act.work_dir, resume=resume, name=f"t{act.number:03d}"

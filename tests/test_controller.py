@@ -471,3 +471,24 @@ def test_gpu_hour_budget_stops_launching(tmp_path, world):
     assert c.gpu_hours_used() >= 4.0
     for t in done:
         assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(40 * 160 / 3600, rel=0.2)
+
+
+def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
+    rendered = []
+
+    class Recording(FakeTrainer):
+        def render(self, params, layout, work_dir, *, resume, name):
+            rendered.append(params)
+            return super().render(params, layout, work_dir, resume=resume, name=name)
+
+    c = make_with(
+        tmp_path,
+        world,
+        {"search": {"fixed": {"seed": 3, "epochs": 4, "warmup_ratio": 0.5, "wd": 0.05}}},
+        trials=1,
+    )
+    c.trainer = Recording(world)
+    c.run()
+    (p,) = rendered
+    assert (p.seed, p.epochs, p.warmup_ratio) == (3, 4, 0.5)
+    assert p.extra == {"wd": 0.05}
