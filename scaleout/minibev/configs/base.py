@@ -36,31 +36,12 @@ model = dict(
     micro_batch=32,  # samples per forward/backward; a process accumulates its share in these
 )
 _scene = dict(bev_range=bev_range, min_objects=2, max_objects=12, noise=0.03)
-_dataset = dict(type="MiniBEVDataset", image_size=image_size, seed=2024, scene=_scene)
-train_dataloader = dict(
-    batch_size=1,  # samples per (virtual) GPU
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="minibev_collate"),
-    dataset=dict(_dataset, split="train", num_samples=train_samples),
-)
-val_dataloader = dict(
-    batch_size=32,
-    num_workers=2,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="minibev_collate"),
-    dataset=dict(_dataset, split="val", num_samples=640),
-)
-val_evaluator = dict(type="MiniBEVNuScenesMetric", class_range=bev_range)
-train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=1)
-
-optim_wrapper = dict(
-    type="OptimWrapper",
-    optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={"img_backbone": dict(lr_mult=0.5)}),
-    clip_grad=dict(max_norm=35, norm_type=2),
-)
+_dataset = dict(image_size=image_size, scene=_scene)
+train_dataloader = dict(num_workers=2, persistent_workers=True, dataset=dict(_dataset, num_samples=train_samples))
+val_dataloader = dict(num_workers=2, dataset=dict(_dataset, num_samples=640))
+val_evaluator = dict(class_range=bev_range)
+train_cfg = dict(max_epochs=epochs)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1.0 / 3, by_epoch=False, begin=0, end=500),
     dict(
@@ -73,7 +54,6 @@ param_scheduler = [
         convert_to_iter_based=True,
     ),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=8)  # scaleout sets lr itself
 randomness = dict(seed=0)
 default_hooks = dict(logger=dict(interval=50))
 custom_hooks = [

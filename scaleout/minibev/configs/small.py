@@ -42,31 +42,12 @@ model = dict(
 # 1-4 objects per scene: sparse scenes make per-sample gradients noisy, which raises the
 # gradient noise scale (see docs/minibev.md) and so the batch size up to which lr scaling works.
 _scene = dict(bev_range=bev_range, min_objects=1, max_objects=4, noise=0.03)
-_dataset = dict(type="MiniBEVDataset", image_size=image_size, seed=2024, scene=_scene)
-train_dataloader = dict(
-    batch_size=1,  # samples per (virtual) GPU
-    num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    collate_fn=dict(type="minibev_collate"),
-    dataset=dict(_dataset, split="train", num_samples=train_samples),
-)
-val_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="minibev_collate"),
-    dataset=dict(_dataset, split="val", num_samples=160),
-)
-val_evaluator = dict(type="MiniBEVNuScenesMetric", class_range=bev_range)
-train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=1)
-
-optim_wrapper = dict(
-    type="OptimWrapper",
-    optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
-    # BEVFormer uses 0.1 on a pretrained backbone; ours starts from scratch, hence 0.5.
-    paramwise_cfg=dict(custom_keys={"img_backbone": dict(lr_mult=0.5)}),
-    clip_grad=dict(max_norm=35, norm_type=2),
-)
+_dataset = dict(image_size=image_size, scene=_scene)
+train_dataloader = dict(dataset=dict(_dataset, num_samples=train_samples))
+val_dataloader = dict(dataset=dict(_dataset, num_samples=160))
+val_evaluator = dict(class_range=bev_range)
+train_cfg = dict(max_epochs=epochs)
+optim_wrapper = dict(optimizer=dict(lr=2e-3, betas=(0.9, 0.999)))
 param_scheduler = [
     dict(type="LinearLR", start_factor=1.0 / 3, by_epoch=False, begin=0, end=100),
     dict(
@@ -79,6 +60,5 @@ param_scheduler = [
         convert_to_iter_based=True,
     ),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=8)  # scaleout sets lr itself
 randomness = dict(seed=0)
 default_hooks = dict(logger=dict(interval=20))
