@@ -24,13 +24,13 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from scaleout.errors import UsageError
-from scaleout.executors.base import Capacity, Executor, JobHandle, JobState, JobStatus
+from scaleout.executors.base import Executor, JobHandle, JobState, JobStatus
 from scaleout.faults import crash_point
+from scaleout.placement import layout_for
 from scaleout.plan import Plan
 from scaleout.study import Attr, distributions
 from scaleout.tracking import Tracker
-from scaleout.trainers.base import Layout, Trainer, TrialMetrics, TrialParams, TrialSpec
+from scaleout.trainers.base import Trainer, TrialMetrics, TrialParams, TrialSpec
 
 LOG_TAIL_LINES = 30
 
@@ -74,38 +74,6 @@ class Event:
     kind: str  # started | retried | epoch | pruned | completed | failed | reattached
     number: int
     message: str
-
-
-def layout_for(gpus: int, cap: Capacity, parallel: int, procs_per_trial: int = 1) -> Layout:
-    """Place a trial of `gpus` data-parallel GPUs on the executor's nodes.
-
-    Whole nodes for multi-node trials; virtual GPUs (same global batch, fewer processes)
-    only where the executor allows it (the local executor).
-    """
-    gpn = cap.gpus_per_node
-    if gpn and cap.gpus >= gpus and not (cap.virtual and cap.nodes == 1 and gpus > gpn):
-        if gpus <= gpn:
-            nnodes, per_node = 1, gpus
-        elif gpus % gpn:
-            raise UsageError(
-                f"--gpus {gpus} does not fill whole nodes of {gpn} GPUs: use a multiple of {gpn}"
-            )
-        else:
-            nnodes, per_node = gpus // gpn, gpn
-        procs = _divisor_at_most(per_node, cap.procs_per_node or per_node)
-        return Layout(nnodes, procs, gpus, use_gpu=procs == per_node)
-    if not cap.virtual:
-        raise UsageError(
-            f"a trial of {gpus} GPUs does not fit this cluster "
-            f"({cap.nodes} nodes x {gpn} GPUs = {cap.gpus})"
-        )
-    per_trial = max(1, gpn // max(1, parallel)) if gpn else procs_per_trial
-    return Layout(1, _divisor_at_most(gpus, per_trial), gpus, use_gpu=bool(gpn))
-
-
-def _divisor_at_most(n: int, limit: int) -> int:
-    """The largest divisor of n not above limit: processes that split n GPUs evenly."""
-    return max(d for d in range(1, min(limit, n) + 1) if n % d == 0)
 
 
 def _opt(value: Any, kind: type) -> Any:

@@ -314,6 +314,6 @@ def check_executor(name: str, options: dict[str, Any], gpus: int, parallel: int 
     trial, before anything is written (the executor's capacity() asks the cluster)."""
     if name == "local":
         return
-    from scaleout.controller import layout_for
+    from scaleout.placement import layout_for
 
     layout_for(gpus, make_executor(name, options, parallel).capacity(), parallel or 0)

@@ -12,9 +12,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from scaleout.controller import Controller, layout_for
+from scaleout.controller import Controller
 from scaleout.errors import UsageError
 from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
+from scaleout.placement import layout_for
 from scaleout.plan import make_plan
 from scaleout.space import parse_space
 from scaleout.study import Attr, create_or_load, seed_study
