@@ -7,7 +7,6 @@ scalars.json`; a run's history is their concatenation in timestamp order.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -54,14 +53,16 @@ def run(
 
 
 def read_scalars(work_dir: Path | str) -> list[dict]:
-    """Every line of every scalars.json under work_dir, oldest run first. NaN stays NaN."""
+    """Every line of every scalars.json under work_dir, oldest run first. NaN stays NaN.
+
+    The raw lines (the sweep adapter's parser, scaleout.trainers.logs, aggregates the same
+    files into per-epoch metrics; the tests here need each step's lr).
+    """
+    from scaleout.trainers.logs import json_records
+
     lines: list[dict] = []
     for path in sorted(Path(work_dir).glob("*/vis_data/scalars.json")):
-        for line in path.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
+        lines += json_records(path.read_text())  # a line cut short by a kill is skipped
     return lines
 
 
