@@ -53,7 +53,10 @@ def merge_choice(space: Any, flags: dict[str, Any] | None) -> dict[str, Any]:
         "config": flags.get("config") or spec.config,
         "repo": flags.get("repo") or spec.repo,
         "profile": flags.get("profile") or spec.profile,
-        "options": dict(spec.options),
+        "options": {
+            **spec.options,
+            **({"reference_gpus": flags["reference_gpus"]} if flags.get("reference_gpus") else {}),
+        },
     }
 
 

@@ -300,7 +300,8 @@ def resolve_reference(
             path,
             "reference",
             f"missing {', '.join(missing)}: give them under reference: in the space file "
-            "or use a trainer whose config defines them",
+            "or use a trainer whose config defines them"
+            + (" (the GPU count also by --reference-gpus N)" if "gpus" in missing else ""),
         )
     return Reference(**merged), sources
 

@@ -86,3 +86,56 @@ def test_help_lists_commands_and_an_example():
     assert "plan" in r.stdout and "scaleout plan --gpus 160" in r.stdout
     r = scaleout("plan", "--help")
     assert "example:" in r.stdout and "--json" in r.stdout
+
+
+def test_reference_from_the_trainer_config_says_where_each_value_came_from(tmp_path):
+    # Only the dataset size in the space file: lr, warmup, min_lr, batch and epochs come from
+    # the (fixture) BEVFormer config, the reference GPU count from --reference-gpus.
+    space = tmp_path / "space.yaml"
+    space.write_text("reference:\n  train_samples: 28130\n")
+    fixtures = REPO / "tests" / "fixtures" / "bevformer"
+    r = scaleout(
+        "plan",
+        "--gpus",
+        "160",
+        "--space",
+        str(space),
+        "--json",
+        "--trainer",
+        "bevformer",
+        "--repo",
+        str(fixtures),
+        "--config",
+        "projects/configs/bevformer/bevformer_base.py",
+        "--reference-gpus",
+        "8",
+    )
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["reference"]["lr"] == 2e-4 and d["reference"]["warmup_iters"] == 500
+    assert d["scale"]["total_iters"] == {"reference": 84408, "target": 4224}
+    src = d["reference_sources"]
+    assert src["gpus"] == "--reference-gpus"
+    assert src["train_samples"] == f"{space}: reference.train_samples"
+    assert src["lr"].endswith("bevformer_base.py: optimizer.lr")
+    assert src["warmup_iters"].endswith("lr_config.warmup_iters")
+
+
+def test_missing_reference_gpus_is_named(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("reference:\n  train_samples: 28130\n")
+    r = scaleout(
+        "plan",
+        "--gpus",
+        "160",
+        "--space",
+        str(space),
+        "--trainer",
+        "bevformer",
+        "--repo",
+        str(REPO / "tests" / "fixtures" / "bevformer"),
+        "--config",
+        "projects/configs/bevformer/bevformer_base.py",
+    )
+    assert r.returncode == 2
+    assert "reference: missing gpus" in r.stderr and "--reference-gpus N" in r.stderr

@@ -55,6 +55,13 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=None, help="the trainer's config file (relative to --repo)")
     g.add_argument("--repo", default=None, help="the trainer's repository checkout")
     g.add_argument("--profile", default=None, help="a command-trainer profile YAML")
+    g.add_argument(
+        "--reference-gpus",
+        type=positive_int("--reference-gpus"),
+        default=None,
+        help="the GPU count the trainer's config was tuned at, when neither the "
+        "config nor the space file says (BEVFormer's recipe: 8)",
+    )
 
 
 def trainer_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,6 +71,7 @@ def trainer_flags(args: argparse.Namespace) -> dict[str, Any]:
         "config": args.config,
         "repo": args.repo,
         "profile": args.profile,
+        "reference_gpus": args.reference_gpus,
     }
 
 
