@@ -139,3 +139,19 @@ def test_missing_reference_gpus_is_named(tmp_path):
     )
     assert r.returncode == 2
     assert "reference: missing gpus" in r.stderr and "--reference-gpus N" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--poll-interval", "-1"], "--poll-interval must be in (0, 3600] s"),
+        (["--poll-interval", "soon"], "--poll-interval takes seconds"),
+        (["--parallel", "0"], "--parallel must be positive"),
+        (["--executor", "kubernetes"], "invalid choice: 'kubernetes'"),
+    ],
+)
+def test_sweep_flag_errors_exit_2_before_anything_starts(tmp_path, args, words):
+    r = scaleout("sweep", "--gpus", "16", "--space", BEV, "--workspace", str(tmp_path), *args)
+    assert r.returncode == 2
+    assert words in r.stderr
+    assert not any(tmp_path.iterdir())  # no sweep folder, no store

@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_seconds,
         default=2.0,
         metavar="S",
         help="seconds between polls (default 2)",
@@ -87,6 +87,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     add_trainer_args(p)
     p.set_defaults(run=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--poll-interval takes seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"--poll-interval must be in (0, 3600] s, got {value:g}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
