@@ -155,3 +155,11 @@ def test_sweep_flag_errors_exit_2_before_anything_starts(tmp_path, args, words):
     assert r.returncode == 2
     assert words in r.stderr
     assert not any(tmp_path.iterdir())  # no sweep folder, no store
+
+
+def test_bevformer_space_without_a_checkout_says_what_to_do(tmp_path):
+    r = scaleout("sweep", "--gpus", "160", "--space", BEV, "--workspace", str(tmp_path))
+    assert r.returncode == 2
+    assert "bevformer_base.py: --config: the config file does not exist" in r.stderr
+    assert "give --repo PATH" in r.stderr and "search_spaces/lr_scaling.yaml" in r.stderr
+    assert not any(tmp_path.iterdir())

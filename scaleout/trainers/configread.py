@@ -36,7 +36,14 @@ def resolve_config_path(config: str | Path, repo: str | Path | None) -> Path:
         path = Path(repo).expanduser() / path
     if not path.is_file():
         where = f" (looked in {repo})" if repo is not None else ""
-        raise UsageError(f"{config}: --config: the config file does not exist{where}")
+        hint = None
+        if repo is None and not path.is_absolute():
+            hint = (
+                "give --repo PATH to the trainer's checkout (the config is relative to it); "
+                "without one, `scaleout plan` still works, and the built-in trainer sweeps "
+                "search_spaces/lr_scaling.yaml"
+            )
+        raise UsageError(f"{config}: --config: the config file does not exist{where}", hint=hint)
     return path
 
 
