@@ -79,18 +79,25 @@ class SpatialCrossAttention(nn.Module):
         offsets = self.offsets(query).view(B, N, Z, P, 2) / query.new_tensor([w, h])
         attn = self.weights(query).view(B, N, Z * P).softmax(-1).view(B, N, Z, P)
         hit = valid.any(-1)  # (B, K, N): the pillar lands in camera k
-        out = query.new_zeros(B, N, C)
-        # Like BEVFormer's rebatching: each camera samples only for the queries it can see
-        # (a query sees 1-2 of the 6 cameras), which cuts the sampling work about threefold.
-        for k, seen in enumerate(hit.any(0)):
-            idx = seen.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
-            loc = ref_uv[:, k, idx].unsqueeze(-2) + offsets[:, idx]  # (B, n, Z, P, 2)
-            grid = (2 * loc - 1).reshape(B, len(idx), Z * P, 2)
-            sampled = F.grid_sample(value[:, k], grid, align_corners=False)  # (B, C, n, Z*P)
-            weight = (attn[:, idx] * valid[:, k, idx].unsqueeze(-1)).reshape(B, len(idx), Z * P)
-            out = out.index_add(1, idx, torch.einsum("bcnq,bnq->bnc", sampled, weight))
+        # Like BEVFormer's rebatching: each camera samples only for the (camera, query) pairs
+        # where the pillar lands in it for some sample of the batch (a query sees 1-2 of the 6
+        # cameras), about a third of the dense work. All pairs sample in one grid_sample call
+        # (per-camera calls cost more in dispatch than in arithmetic at small batches): the
+        # cameras' feature maps sit side by side, each framed by a column of zeros, and a point
+        # farther than one pixel outside its camera is masked, which reproduces grid_sample's
+        # zero padding per camera exactly (values and gradients).
+        cam, idx = hit.any(0).nonzero(as_tuple=True)  # the pairs
+        tiles = F.pad(value, (1, 1)).permute(0, 2, 3, 1, 4).reshape(B, C, h, K * (w + 2))
+        loc = ref_uv[:, cam, idx].unsqueeze(-2) + offsets[:, idx]  # (B, pairs, Z, P, 2)
+        x = loc[..., 0] * w - 0.5  # pixel column inside the camera (align_corners=False)
+        inside = ((x >= -1) & (x <= w)).to(loc.dtype)
+        u = (x + 0.5 + (w + 2) * cam.view(1, -1, 1, 1) + 1) / (K * (w + 2))
+        grid = (2 * torch.stack([u, loc[..., 1]], -1) - 1).flatten(2, 3)  # (B, pairs, Z*P, 2)
+        sampled = F.grid_sample(tiles, grid, align_corners=False)  # (B, C, pairs, Z*P)
+        weight = (attn[:, idx] * valid[:, cam, idx].unsqueeze(-1) * inside).flatten(2)
+        out = query.new_zeros(B, N, C).index_add(
+            1, idx, torch.einsum("bcnq,bnq->bnc", sampled, weight)
+        )
         hits = hit.sum(1).clamp(min=1).unsqueeze(-1).to(out.dtype)  # (B, N, 1)
         return self.out_proj(out / hits)
 
