@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from scaleout.minibev import dataset, detector, hooks, metric  # noqa: F401
+from scaleout.minibev import dataset, detector, hooks, metric, optim  # noqa: F401

@@ -22,6 +22,8 @@ val_evaluator = dict(type="MiniBEVNuScenesMetric")
 train_cfg = dict(type="EpochBasedTrainLoop", val_interval=1)
 optim_wrapper = dict(
     type="OptimWrapper",
+    # mmengine's paramwise options, merged into one param group per distinct setting (speed).
+    constructor="MiniBEVOptimWrapperConstructor",
     optimizer=dict(type="AdamW", weight_decay=0.01),
     # BEVFormer uses 0.1 on a pretrained backbone; ours starts from scratch, hence 0.5.
     paramwise_cfg=dict(custom_keys={"img_backbone": dict(lr_mult=0.5)}),

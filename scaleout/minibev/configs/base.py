@@ -37,7 +37,9 @@ model = dict(
 )
 _scene = dict(bev_range=bev_range, min_objects=2, max_objects=12, noise=0.03)
 _dataset = dict(image_size=image_size, scene=_scene)
-train_dataloader = dict(num_workers=2, persistent_workers=True, dataset=dict(_dataset, num_samples=train_samples))
+train_dataloader = dict(
+    num_workers=2, persistent_workers=True, dataset=dict(_dataset, num_samples=train_samples)
+)
 val_dataloader = dict(num_workers=2, dataset=dict(_dataset, num_samples=640))
 val_evaluator = dict(class_range=bev_range)
 train_cfg = dict(max_epochs=epochs)
