@@ -27,6 +27,13 @@ def layout_for(gpus: int, cap: Capacity, parallel: int, procs_per_trial: int = 1
             )
         else:
             nnodes, per_node = gpus // gpn, gpn
+        if cap.max_nodes_per_job and nnodes > cap.max_nodes_per_job:
+            raise UsageError(
+                f"a trial of {gpus} GPUs needs {nnodes} nodes of {gpn} GPUs, but "
+                f"{cap.where or 'this cluster'} allows at most {cap.max_nodes_per_job} "
+                f"node(s) per job (MaxNodes): its jobs would wait forever",
+                hint="choose a partition that allows whole trials, or fewer --gpus",
+            )
         procs = _divisor_at_most(per_node, cap.procs_per_node or per_node)
         return Layout(nnodes, procs, gpus, use_gpu=procs == per_node)
     if not cap.virtual:

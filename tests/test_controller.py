@@ -378,6 +378,11 @@ def test_layout(gpus, cap, expected):
         (40, Capacity(4, 8, 4), "does not fit this cluster (4 nodes x 8 GPUs = 32)"),
         (12, Capacity(4, 8, 4, procs_per_node=1), "does not fill whole nodes of 8 GPUs"),
         (48, Capacity(4, 8, 4, procs_per_node=1), "(4 nodes x 8 GPUs = 32)"),
+        (
+            24,
+            Capacity(4, 8, 4, max_nodes_per_job=2, where="Slurm partition 'p'"),
+            "needs 3 nodes of 8 GPUs, but Slurm partition 'p' allows at most 2 node(s) per job",
+        ),
     ],
 )
 def test_layout_refusals(gpus, cap, words):

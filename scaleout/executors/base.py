@@ -76,13 +76,17 @@ class Capacity:
     """What the executor can give at once. `virtual` means trials may stand for more GPUs
     than exist (the local executor on a machine without enough GPUs). `procs_per_node` is
     how many processes a node runs (0: one per GPU); fewer processes than GPUs run the
-    trial with virtual GPUs on whole nodes (clusters with fake GPUs, as in the tests)."""
+    trial with virtual GPUs on whole nodes (clusters with fake GPUs, as in the tests).
+    `max_nodes_per_job` is the scheduler's cap on one job's nodes (Slurm's partition MaxNodes;
+    0: none), `where` names the partition or cluster in messages."""
 
     nodes: int
     gpus_per_node: int
     slots: int
     virtual: bool = False
     procs_per_node: int = 0
+    max_nodes_per_job: int = 0
+    where: str = ""
 
     @property
     def gpus(self) -> int:

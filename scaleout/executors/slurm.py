@@ -137,6 +137,7 @@ class SlurmExecutor:
                     hint="give --slurm-partition NAME",
                 )
             raise StateError(f"slurm executor: Slurm does not answer: {_first_line(r)}")
+        max_nodes = parse_keyvalues(r.stdout).get("MaxNodes", "UNLIMITED")
         r = self._run("sinfo", "-h", "-N", "-p", partition, "-o", "%N|%G|%t")
         if r.returncode != 0:
             raise StateError(f"slurm executor: sinfo failed: {_first_line(r)}")
@@ -161,7 +162,14 @@ class SlurmExecutor:
             )
         self._test_only(partition)
         self._capacity = Capacity(
-            nodes=len(nodes), gpus_per_node=gpn, slots=len(nodes), procs_per_node=ppn
+            nodes=len(nodes),
+            gpus_per_node=gpn,
+            slots=len(nodes),
+            procs_per_node=ppn,
+            # A job over the partition's MaxNodes is accepted and then pends forever
+            # (Reason=PartitionNodeLimit); placement refuses such trials up front instead.
+            max_nodes_per_job=int(max_nodes) if max_nodes.isdigit() else 0,
+            where=f"Slurm partition {partition!r}",
         )
         return self._capacity
 

@@ -142,6 +142,7 @@ JobCompLoc={root}/jobcomp.txt
 NodeName=node[1-{nodes}] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{d_first}-{d_last}] \
 CPUs={cpus} RealMemory=4000 Gres=gpu:{gpus} State=UNKNOWN
 PartitionName=gpu Nodes=node[1-{nodes}] Default=YES MaxTime=INFINITE State=UP
+PartitionName=onenode Nodes=node[1-{nodes}] MaxNodes=1 MaxTime=INFINITE State=UP
 """
 
 
@@ -223,8 +224,9 @@ class SlurmCluster:
 
     def _all_idle(self) -> bool:
         r = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
-        states = [line.split()[1] for line in r.stdout.splitlines() if line.strip()]
-        return len(states) == self.nodes and all(s == "idle" for s in states)
+        # one line per node and partition: every node is in both test partitions
+        states = dict(line.split()[:2] for line in r.stdout.splitlines() if line.strip())
+        return len(states) == self.nodes and all(s == "idle" for s in states.values())
 
     def jobs(self) -> dict[str, str]:
         """Job name -> state for every job slurmctld still remembers."""

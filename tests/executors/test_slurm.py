@@ -196,6 +196,8 @@ def test_bad_input_is_refused_before_anything_is_submitted(slurm_cluster, helper
     for extra, words in [
         (("--slurm-partition", "nosuch"), "no partition 'nosuch'"),
         (("--slurm-extra=--bogus-flag",), "unrecognized option '--bogus-flag'"),
+        # 16 GPUs = 2 nodes; Slurm would queue the jobs and leave them pending forever
+        (("--slurm-partition", "onenode"), "allows at most 1 node(s) per job (MaxNodes)"),
     ]:
         r = helpers.run_sweep(tmp_path, "bad", 1, *FLAGS, *extra, timeout=60)
         assert r.returncode == 2, r.stderr[-2000:]
@@ -206,6 +208,23 @@ def test_bad_input_is_refused_before_anything_is_submitted(slurm_cluster, helper
     assert r.returncode == 2 and "(4 nodes x 8 GPUs = 32)" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "bad").exists() and not (tmp_path / "big").exists()
     assert not [j for j in slurm_cluster.jobs() if j.startswith(("bad-", "big-"))]
+
+
+def test_slurm_queues_a_job_over_maxnodes_and_leaves_it_pending(slurm_cluster, helpers):
+    """Why the MaxNodes check above exists: sbatch accepts such a job without a word."""
+    job = slurm_cluster.run(
+        "sbatch", "--parsable", "-p", "onenode", "-N", "2", "-J", "overmax", "--wrap", "true"
+    ).stdout.strip()
+    try:
+        reason = helpers.wait_for(
+            lambda: slurm_cluster.run("squeue", "-h", "-j", job, "-o", "%T|%r").stdout.strip(),
+            timeout=30,
+            what="squeue to list the job",
+        )
+        # PartitionConfig at first, PartitionNodeLimit once the scheduler has looked at it
+        assert reason in ("PENDING|PartitionConfig", "PENDING|PartitionNodeLimit")
+    finally:
+        slurm_cluster.run("scancel", job, check=False)
 
 
 def test_pruned_trial_job_is_cancelled(slurm_cluster, helpers, tmp_path):
