@@ -234,17 +234,45 @@ class SlurmCluster:
         return dict(line.split("|", 1) for line in r.stdout.splitlines() if "|" in line)
 
     def stop(self) -> None:
-        jobs = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+        jobs = self._queued()
         if jobs:
             self.run("scancel", *jobs, check=False)
+            # while slurmctld still answers, the slurmds end the steps (KillWait=5): a step
+            # whose slurmctld is gone retries its completion message for ever
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: not self._queued(), 15, "the cancelled jobs to end")
         pids = [p.pid for p in self.procs]
-        # slurmstepd processes of running jobs are the slurmds' children's children
-        steps = [d for p in pids for d in descendants(p)]
-        stop_pids(pids + steps, deadline_s=10)
+        others = [d for p in pids for d in descendants(p)]  # slurmscriptd
+        stop_pids(pids + others, deadline_s=10)
         for p in self.procs:
             with contextlib.suppress(Exception):
                 p.wait(timeout=1)
+        # slurmstepd daemonizes (its parent is init, not slurmd) and ignores SIGTERM: the
+        # ones of this cluster, found by their SLURM_CONF, and their jobs' processes
+        steps = self._stepds()
+        left = steps + [d for s in steps for d in descendants(s)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._log.close()
+
+    def _queued(self) -> list[str]:
+        """Ids of the jobs that are pending, running or completing."""
+        return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+
+    def _stepds(self) -> list[int]:
+        mine = f"SLURM_CONF={self.conf}".encode()
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stepd = (d / "comm").read_text().strip() == "slurmstepd"
+                if stepd and mine in (d / "environ").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+        return out
 
 
 def have_slurm() -> bool:
