@@ -103,7 +103,9 @@ def test_cancel_stops_every_node_and_is_safe_twice(slurm_cluster, helpers, tmp_p
     spec = script_spec(tmp_path, "import time; print('up', flush=True); time.sleep(120)")
     h = ex.submit(spec, "c-t000-a1")
     wait_state(helpers, ex, h, {JobState.RUNNING})
-    helpers.wait_for(lambda: Path(h.data["log"]).read_text().count("up") == 2, 30, "2 nodes up")
+    # RUNNING comes with the allocation: the log appears a moment later, when the script starts
+    log = Path(h.data["log"])
+    helpers.wait_for(lambda: log.exists() and log.read_text().count("up") == 2, 30, "2 nodes up")
     ex.cancel(h)
     st = wait_state(helpers, ex, h, {JobState.CANCELLED, JobState.FAILED}, timeout=30)
     assert st.state == JobState.CANCELLED and "scaleout" in st.reason
