@@ -13,6 +13,26 @@ if ! command -v slurmctld >/dev/null 2>&1; then
   apt-get install -y -qq slurm-wlm >/dev/null
 fi
 
+# The real-accounting Slurm test starts slurmdbd (Debian slurmdbd) on a MariaDB server
+# (mariadb-server) of its own. Installing them would also start (under systemd, enable) their
+# packaged services; the fixtures run their own daemons, so while they install invoke-rc.d is
+# told "no" (a policy-rc.d that exits 101, as Debian's container images ship) unless a policy
+# is there already.
+if ! command -v slurmdbd >/dev/null 2>&1 || ! command -v mariadbd >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    apt-get install -y -qq slurmdbd mariadb-server >/dev/null
+  else
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    status=0
+    apt-get install -y -qq slurmdbd mariadb-server >/dev/null || status=$?
+    rm -f /usr/sbin/policy-rc.d
+    [ "$status" -eq 0 ] || exit "$status"
+  fi
+fi
+
 # The browser test (pytest -m browser) drives Debian's chromium through its chromedriver.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
