@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,7 +137,7 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=300
 KillWait=5
-AccountingStorageType=accounting_storage/none
+{accounting}
 JobCompType=jobcomp/filetxt
 JobCompLoc={root}/jobcomp.txt
 NodeName=node[1-{nodes}] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[{d_first}-{d_last}] \
@@ -146,16 +147,117 @@ PartitionName=onenode Nodes=node[1-{nodes}] MaxNodes=1 MaxTime=INFINITE State=UP
 """
 
 
-class SlurmCluster:
-    """slurmctld and one slurmd per node (multiple-slurmd build), fake GPUs on /dev/null."""
+NO_ACCOUNTING = "AccountingStorageType=accounting_storage/none"
+ACCOUNTING = """\
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={dbd_port}
+JobAcctGatherType=jobacct_gather/none"""
 
-    def __init__(self, root: Path, *, nodes: int = 4, gpus: int = 8, cpus: int = 8) -> None:
+# slurmdbd reads slurmdbd.conf from the directory of $SLURM_CONF (it has no -f flag); it must
+# be mode 600 and owned by SlurmUser.
+SLURMDBD_CONF = """\
+AuthType=auth/none
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+PidFile={root}/slurmdbd.pid
+LogFile={root}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass={password}
+StorageLoc=slurm_acct_db
+"""
+
+
+def _which(*names: str) -> str | None:
+    return next((p for n in names if (p := shutil.which(n))), None)
+
+
+class MariaDB:
+    """A throwaway MariaDB server (Debian mariadb-server) for slurmdbd: its own data dir,
+    running as root (--user=root), on a unix socket for the admin and 127.0.0.1:PORT for
+    slurmdbd. `root` should be short: the socket path lives under it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.socket = root / "mysqld.sock"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MariaDB:
+        install = _which("mariadb-install-db", "mysql_install_db")
+        server = _which("mariadbd", "mysqld")
+        assert install and server, "MariaDB is not installed: tests/run.sh installs it"
+        # --no-defaults everywhere: nothing from /etc/mysql (its socket, port or data dir)
+        subprocess.run(
+            [install, "--no-defaults", "--user=root", f"--datadir={self.data}",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            capture_output=True, check=True, timeout=120,
+        )  # fmt: skip
+        self.port = free_port_range(1)
+        log = open(self.root / "mariadbd.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [server, "--no-defaults", "--user=root", f"--datadir={self.data}",
+             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
+             "--skip-name-resolve", f"--pid-file={self.root / 'mariadbd.pid'}",
+             f"--log-error={self.root / 'mariadbd.err'}"],
+            stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        wait_for(self._up, 30, "MariaDB")
+        return self
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"mariadbd exited: see {self.root / 'mariadbd.err'}")
+        return self.sql("SELECT 1", check=False).returncode == 0
+
+    def sql(self, statements: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        client = _which("mariadb", "mysql") or "mariadb"
+        return subprocess.run(
+            [client, "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", statements],
+            capture_output=True, text=True, check=check, timeout=30,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pids([self.proc.pid], deadline_s=20)  # SIGTERM: a clean InnoDB shutdown
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=1)
+
+
+class SlurmCluster:
+    """slurmctld and one slurmd per node (multiple-slurmd build), fake GPUs on /dev/null.
+
+    With `accounting=True` it also starts real Slurm accounting first: a MariaDB server, then
+    slurmdbd on it (the cluster registered with sacctmgr), and slurmctld stores every job
+    there (AccountingStorageType=accounting_storage/slurmdbd), so `sacct` answers."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        nodes: int = 4,
+        gpus: int = 8,
+        cpus: int = 8,
+        accounting: bool = False,
+    ) -> None:
         self.root = root
         self.nodes = nodes
         self.gpus = gpus
         self.cpus = cpus
+        self.accounting = accounting
         self.conf = root / "slurm.conf"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.db: MariaDB | None = None
+        self.dbd: subprocess.Popen[bytes] | None = None
+        self._log = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -171,6 +273,7 @@ class SlurmCluster:
                 link.symlink_to("/dev/null")
         ctld = free_port_range(1)
         first = free_port_range(self.nodes)
+        dbd_port = free_port_range(1) if self.accounting else 0
         self.conf.write_text(
             SLURM_CONF.format(
                 host=socket.gethostname(),
@@ -181,6 +284,9 @@ class SlurmCluster:
                 d_last=first + self.nodes - 1,
                 cpus=self.cpus,
                 gpus=self.gpus,
+                accounting=ACCOUNTING.format(dbd_port=dbd_port)
+                if self.accounting
+                else NO_ACCOUNTING,
             )
         )
         (root / "gres.conf").write_text(
@@ -190,6 +296,8 @@ class SlurmCluster:
         env = {**os.environ, **self.env}
         log = open(root / "daemons.out", "ab")  # noqa: SIM115 - closed with the cluster
         self._log = log
+        if self.accounting:
+            self._start_accounting(dbd_port, env)
         self.procs.append(
             subprocess.Popen(
                 ["slurmctld", "-D", "-i", "-f", str(self.conf)],
@@ -211,6 +319,40 @@ class SlurmCluster:
             )
         wait_for(self._all_idle, 30, f"{self.nodes} idle Slurm nodes")
         return self
+
+    def _start_accounting(self, dbd_port: int, env: dict[str, str]) -> None:
+        """MariaDB, then slurmdbd on it, then the cluster's row (before slurmctld starts)."""
+        # a short dir of its own: the socket path must stay short, and the ~110 MB data dir
+        # is removed at stop rather than kept with pytest's last tmp dirs
+        self.db = MariaDB(Path(tempfile.mkdtemp(prefix="slurmdb", dir="/tmp"))).start()
+        password = os.urandom(8).hex()
+        self.db.sql(
+            "CREATE DATABASE slurm_acct_db; "
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        )
+        dbd_conf = self.root / "slurmdbd.conf"
+        dbd_conf.write_text(
+            SLURMDBD_CONF.format(
+                dbd_port=dbd_port, root=self.root, db_port=self.db.port, password=password
+            )
+        )
+        dbd_conf.chmod(0o600)
+        self.dbd = subprocess.Popen(
+            ["slurmdbd", "-D"],
+            env=env,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        wait_for(self._dbd_up, 30, "slurmdbd")
+        self.run("sacctmgr", "-i", "add", "cluster", "scaleouttest")
+
+    def _dbd_up(self) -> bool:
+        assert self.dbd is not None
+        if self.dbd.poll() is not None:
+            raise AssertionError(f"slurmdbd exited: see {self.root}/slurmdbd.log and daemons.out")
+        return self.run("sacctmgr", "-n", "-P", "list", "cluster", check=False).returncode == 0
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -234,6 +376,22 @@ class SlurmCluster:
         return dict(line.split("|", 1) for line in r.stdout.splitlines() if "|" in line)
 
     def stop(self) -> None:
+        """Jobs, then slurmctld and the slurmds, then slurmdbd, then MariaDB: every stage
+        runs even when an earlier one failed (or start() stopped half-way)."""
+        errors = []
+        for stage in (self._cancel_jobs, self._stop_slurm, self._stop_accounting):
+            try:
+                stage()
+            except Exception as exc:  # raised below, once every stage has run
+                errors.append(exc)
+        if self._log is not None:
+            self._log.close()
+        if errors:
+            raise errors[0]
+
+    def _cancel_jobs(self) -> None:
+        if not self.procs:
+            return
         jobs = self._queued()
         if jobs:
             self.run("scancel", *jobs, check=False)
@@ -241,6 +399,12 @@ class SlurmCluster:
             # whose slurmctld is gone retries its completion message for ever
             with contextlib.suppress(AssertionError):
                 wait_for(lambda: not self._queued(), 15, "the cancelled jobs to end")
+
+    def _queued(self) -> list[str]:
+        """Ids of the jobs that are pending, running or completing."""
+        return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+
+    def _stop_slurm(self) -> None:
         pids = [p.pid for p in self.procs]
         others = [d for p in pids for d in descendants(p)]  # slurmscriptd
         stop_pids(pids + others, deadline_s=10)
@@ -254,11 +418,6 @@ class SlurmCluster:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self._log.close()
-
-    def _queued(self) -> list[str]:
-        """Ids of the jobs that are pending, running or completing."""
-        return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
 
     def _stepds(self) -> list[int]:
         mine = f"SLURM_CONF={self.conf}".encode()
@@ -274,9 +433,34 @@ class SlurmCluster:
                 continue
         return out
 
+    def _stop_accounting(self) -> None:
+        if self.dbd is not None:
+            stop_pids([self.dbd.pid], deadline_s=10)
+            with contextlib.suppress(Exception):
+                self.dbd.wait(timeout=1)
+        if self.db is not None:
+            self.db.stop()
+            shutil.rmtree(self.db.root, ignore_errors=True)
+
 
 def have_slurm() -> bool:
     return all(shutil.which(c) for c in ("slurmctld", "slurmd", "sbatch", "squeue"))
+
+
+def have_slurm_accounting() -> bool:
+    """slurmdbd and sacct (Debian slurmdbd, slurm-client) and a MariaDB server to store in."""
+    return (
+        have_slurm()
+        and all(shutil.which(c) for c in ("slurmdbd", "sacctmgr", "sacct"))
+        and all(
+            _which(*names)
+            for names in (
+                ("mariadbd", "mysqld"),
+                ("mariadb-install-db", "mysql_install_db"),
+                ("mariadb", "mysql"),
+            )
+        )
+    )
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -302,6 +486,24 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="module")
+def slurm_accounting_cluster(tmp_path_factory):
+    """A second, separate cluster with real accounting (MariaDB + slurmdbd + slurmctld + 2
+    slurmd x 8 fake GPUs), for the module that uses it. It does not export SLURM_CONF (the
+    session's `slurm_cluster` owns that): tests set it from `.env` for themselves."""
+    if not have_slurm_accounting():
+        pytest.skip(
+            "Slurm accounting (Debian slurmdbd, mariadb-server) is not installed: "
+            "tests/run.sh installs it"
+        )
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurmacct"), nodes=2, accounting=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The Slurm executor against a real Slurm (slurmctld + 4 slurmd, 8 fake GPUs each, no
-accounting) that the `slurm_cluster` fixture starts and stops.
+accounting) that the `slurm_cluster` fixture starts and stops, and against a second one with
+real accounting (MariaDB + slurmdbd, so sacct answers): the `slurm_accounting_cluster` fixture.
 
 Trials of 16 GPUs run as 2 nodes x 1 process (minibev's virtual GPUs keep the global batch),
 with a real 2-node torchrun rendezvous. All "nodes" are this host, so the rendezvous address
@@ -19,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import JobHandle, JobState
+from scaleout.executors.base import JobHandle, JobState, JobStatus
 from scaleout.executors.slurm import SlurmExecutor
 from scaleout.executors.slurm_text import parse_jobcomp
 from scaleout.trainers.base import Layout, TrialSpec
@@ -160,6 +161,8 @@ def test_status_without_slurm_memory_and_failed_polls(helpers, tmp_path, monkeyp
 
 
 def test_sacct_is_used_when_accounting_is_on(slurm_cluster, tmp_path, monkeypatch):
+    """The parsing path with states a short test cannot produce for real (TIMEOUT needs a time
+    limit of a minute); the real sacct is the test below."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sacct").write_text(
@@ -178,6 +181,90 @@ def test_sacct_is_used_when_accounting_is_on(slurm_cluster, tmp_path, monkeypatc
     assert "time limit" in out["a-t000-a1"].reason  # retried from its checkpoint
     assert out["a-t001-a1"].state == JobState.CANCELLED
     assert "outside scaleout" in out["a-t001-a1"].reason
+
+
+def test_real_accounting_is_detected_and_answers_from_sacct(
+    slurm_accounting_cluster, helpers, tmp_path, monkeypatch
+):
+    """Real Slurm accounting (MariaDB + slurmdbd): the executor finds out that sacct works and
+    reads how jobs ended from it alone. The plain sbatch jobs have no exit.json, so only
+    Slurm's record can answer for them; slurmctld still remembers them (MinJobAge), so the
+    proof that sacct answered is that the executor asked nothing else."""
+    cluster = slurm_accounting_cluster
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))  # the session's cluster is the other
+    # a trial through the executor, polled while it runs: sacct knows a new job only seconds
+    # after slurmctld (the executor asks squeue for those), then may list it as PENDING with
+    # JobName "allocation" while it already runs; none of that may read as an end
+    live = executor()
+    spec = script_spec(tmp_path / "live", "import time; time.sleep(2)")
+    h = live.submit(spec, "acct-t003-a1")
+
+    def sbatch(name: str, command: str) -> str:
+        r = cluster.run(
+            "sbatch", "--parsable", f"--job-name={name}", f"--output={tmp_path / name}.out",
+            f"--chdir={tmp_path}", "--wrap", command,
+        )  # fmt: skip
+        return r.stdout.strip().split(";")[0]
+
+    ids = {
+        "acct-t000-a1": sbatch("acct-t000-a1", "true"),
+        "acct-t001-a1": sbatch("acct-t001-a1", "exit 3"),
+        "acct-t002-a1": sbatch("acct-t002-a1", "sleep 30"),
+    }
+    helpers.wait_for(lambda: cluster.jobs().get("acct-t002-a1") == "RUNNING", 30, "a job up")
+    cluster.run("scancel", ids["acct-t002-a1"])  # outside scaleout
+
+    seen = []
+
+    def live_ended():
+        st = live.poll([h])[h.name]
+        seen.append(st.state)
+        return st.state.finished and st
+
+    st = helpers.wait_for(live_ended, 60, "the trial to end")
+    assert st == JobStatus(JobState.SUCCEEDED, 0), Path(h.data["log"]).read_text()[-2000:]
+    assert live.accounting is True
+    assert set(seen[:-1]) <= {JobState.PENDING, JobState.RUNNING}, seen
+
+    # what sacct itself says, once slurmdbd has every end (it lags slurmctld by a second or so)
+    def ended():
+        r = cluster.run(
+            "sacct", "-X", "-n", "-P", "-j", ",".join(ids.values()),
+            "-o", "JobID,JobName,State,ExitCode,WorkDir", check=False,
+        )  # fmt: skip
+        rows = {x.split("|")[0]: x.split("|")[1:] for x in r.stdout.splitlines() if "|" in x}
+        final = ("COMPLETED", "FAILED", "CANCELLED")
+        return len(rows) == 3 and all(r[1].startswith(final) for r in rows.values()) and rows
+
+    rows = helpers.wait_for(ended, 30, "sacct to report the three ends")
+    here = str(tmp_path)
+    assert rows == {
+        ids["acct-t000-a1"]: ["acct-t000-a1", "COMPLETED", "0:0", here],
+        ids["acct-t001-a1"]: ["acct-t001-a1", "FAILED", "3:0", here],
+        # the allocation's ExitCode stays 0:0; only its batch step says 0:15 (SIGTERM)
+        ids["acct-t002-a1"]: ["acct-t002-a1", f"CANCELLED by {os.getuid()}", "0:0", here],
+    }
+
+    ex = executor()  # accounting "auto": it must find out for itself
+    assert ex.accounting is None
+    asked: list[str] = []
+    run = ex._run
+    monkeypatch.setattr(ex, "_run", lambda *argv: asked.append(argv[0]) or run(*argv))
+    handles = [
+        JobHandle("slurm", name, job_id, {"job_dir": str(tmp_path / ".jobs" / name), "log": ""})
+        for name, job_id in ids.items()
+    ]
+    out = ex.poll(handles)
+    assert ex.accounting is True
+    # the probe, then one sacct for the three jobs: no squeue, no jobcomp (scontrol)
+    assert asked == ["sacct", "sacct"], asked
+    assert sorted(ex._records) == sorted(ids.values())
+    assert all(r.work_dir == here for r in ex._records.values())
+    assert out["acct-t000-a1"] == JobStatus(JobState.SUCCEEDED, 0)
+    assert out["acct-t001-a1"] == JobStatus(JobState.FAILED, 3, "slurm: FAILED, exit code 3")
+    assert out["acct-t002-a1"] == JobStatus(
+        JobState.CANCELLED, 0, "slurm: cancelled outside scaleout"
+    )
 
 
 def test_bad_input_is_refused_before_anything_is_submitted(slurm_cluster, helpers, tmp_path):
