@@ -104,8 +104,8 @@ def make_plan(
     if spg <= 0:
         raise UsageError(f"--samples-per-gpu must be positive (got {spg})")
     path = str(space_path)
-    sc = scale(reference, gpus, spg)
     s = space.search
+    sc = scale(reference, gpus, spg, s.fixed.get("epochs"))
     notes: list[str] = []
 
     # lr: the rules' predictions, spanned and widened on a log axis (or as the user fixed it).
@@ -287,7 +287,7 @@ def _cost(ref: Reference, sc: Scale, gpus: int, efficiency: float) -> Cost:
         return Cost(iters_per_trial=sc.target_total_iters)
     # The same samples are processed at any scale; `efficiency` (<= 1) accounts for the
     # communication overhead that ideal scaling ignores.
-    gpu_hours = per_sample * ref.train_samples * ref.epochs / 3600.0 / efficiency
+    gpu_hours = per_sample * ref.train_samples * sc.trial_epochs / 3600.0 / efficiency
     basis = "reference.sample_time_s" if ref.sample_time_s is not None else "reference.wall_time_h"
     return Cost(
         iters_per_trial=sc.target_total_iters,
@@ -342,6 +342,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "reference_global_batch": sc.reference_global_batch,
             "target_global_batch": sc.target_global_batch,
             "epochs": sc.epochs,
+            "target_epochs": sc.trial_epochs,
             "iters_per_epoch": {
                 "reference": sc.reference_iters_per_epoch,
                 "target": sc.target_iters_per_epoch,

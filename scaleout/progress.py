@@ -99,7 +99,7 @@ class ProgressView:
         now = self.c.clock.now()
         for act in sorted(self.c.active.values(), key=lambda a: a.number):
             p = act.params
-            epochs = plan.scale.epochs
+            epochs = plan.scale.trial_epochs
             done = act.metrics.last_epoch
             elapsed = now - act.started
             eta = elapsed / done * (epochs - done) if done else None

@@ -52,7 +52,9 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         "iterations / epoch", fmt(sc.reference_iters_per_epoch), fmt(sc.target_iters_per_epoch)
     )
     t.add_row(
-        f"iterations ({sc.epochs} epochs)",
+        f"iterations ({sc.epochs} epochs)"
+        if sc.trial_epochs == sc.epochs
+        else f"iterations ({sc.epochs} / {sc.trial_epochs} epochs)",
         fmt(sc.reference_total_iters),
         fmt(sc.target_total_iters),
     )

@@ -81,7 +81,12 @@ class Scale:
     k: float
     reference_iters_per_epoch: int
     target_iters_per_epoch: int
-    epochs: int
+    epochs: int  # the reference's
+    target_epochs: int | None = None  # a trial's, where the space pins them (search.fixed)
+
+    @property
+    def trial_epochs(self) -> int:
+        return self.target_epochs or self.epochs
 
     @property
     def reference_total_iters(self) -> int:
@@ -89,10 +94,12 @@ class Scale:
 
     @property
     def target_total_iters(self) -> int:
-        return self.target_iters_per_epoch * self.epochs
+        return self.target_iters_per_epoch * self.trial_epochs
 
 
-def scale(ref: Reference, gpus: int, samples_per_gpu: int) -> Scale:
+def scale(
+    ref: Reference, gpus: int, samples_per_gpu: int, target_epochs: int | None = None
+) -> Scale:
     target_batch = gpus * samples_per_gpu
     return Scale(
         reference_global_batch=ref.global_batch,
@@ -101,6 +108,7 @@ def scale(ref: Reference, gpus: int, samples_per_gpu: int) -> Scale:
         reference_iters_per_epoch=iters_per_epoch(ref.train_samples, ref.gpus, ref.samples_per_gpu),
         target_iters_per_epoch=iters_per_epoch(ref.train_samples, gpus, samples_per_gpu),
         epochs=ref.epochs,
+        target_epochs=target_epochs,
     )
 
 

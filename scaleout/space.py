@@ -124,6 +124,15 @@ class Search(_Model):
     min_lr_ratio: MinLrSearch = Field(default_factory=MinLrSearch)
     fixed: dict[str, Union[int, float, str, bool]] = Field(default_factory=dict)  # noqa: UP007
 
+    @field_validator("fixed")
+    @classmethod
+    def _epochs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Pinned epochs change every trial's length, which the plan accounts for.
+        e = v.get("epochs")
+        if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+            raise ValueError(f"epochs must be a positive whole number of epochs, got {e!r}")
+        return v
+
 
 class Objective(_Model):
     metric: str = "NDS"

@@ -91,6 +91,25 @@ def test_cost_from_wall_time(bevformer_reference):
     assert d["cost"]["gpu_hours_total"] == pytest.approx(44.4 * 8 * 12)
 
 
+def test_pinned_epochs_set_the_trial_length_cap_and_cost(bevformer_reference):
+    """search.fixed.epochs changes what a trial runs: its iterations, warmup cap and cost."""
+    d = plan_to_dict(plan_for(bevformer_reference, search={"fixed": {"epochs": 48}}))
+    assert d["scale"]["epochs"] == 24 and d["scale"]["target_epochs"] == 48
+    assert d["scale"]["total_iters"] == {"reference": 84408, "target": 8448}
+    assert d["ranges"]["warmup_iters"]["high"] <= 0.2 * 8448
+    assert d["cost"]["iters_per_trial"] == 8448
+    assert d["cost"]["gpu_hours_per_trial"] == pytest.approx(44.4 * 8 * 2)
+    assert d["fixed"]["epochs"] == 48
+    default = plan_to_dict(plan_for(bevformer_reference))["scale"]
+    assert default["target_epochs"] == default["epochs"] == 24
+
+
+@pytest.mark.parametrize("epochs", [0, -3, 2.5, True, "ten"])
+def test_pinned_epochs_must_be_a_positive_whole_number(bevformer_reference, epochs):
+    with pytest.raises(SpaceError, match=r"search\.fixed.*epochs must be a positive whole"):
+        plan_for(bevformer_reference, search={"fixed": {"epochs": epochs}})
+
+
 def test_cost_unknown_without_timing(bevformer_reference):
     from dataclasses import replace
 
