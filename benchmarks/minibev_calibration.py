@@ -13,6 +13,9 @@ where the scaled recipes use a "sensible" warmup: the reference warmup kept fixe
 
     python benchmarks/minibev_calibration.py --preset small --gpus 8 160 --seeds 0 1 2 --jobs 2
 
+`--epochs N` trains every run for N epochs instead of the preset's (the recipe otherwise
+unchanged), e.g. 24 for the long form of search_spaces/lr_scaling_long.yaml.
+
 Runs go to --out (default: a temporary directory); results are appended to results.jsonl there.
 Timings are wall-clock on a shared machine and noisy.
 """
@@ -44,19 +47,21 @@ class Trial:
     lr: float
     warmup_iters: int
     total_iters: int
+    epochs: int
 
     @property
     def name(self) -> str:
         return f"{self.recipe}-g{self.gpus}-s{self.seed}"
 
 
-def plan(cfg: Config, gpus: list[int], seeds: list[int]) -> list[Trial]:
+def plan(cfg: Config, gpus: list[int], seeds: list[int], epochs: int | None = None) -> list[Trial]:
     ref = cfg.reference
     per_gpu = cfg.train_dataloader.batch_size
+    epochs = epochs or ref.epochs
     trials = []
     for g in gpus:
         k = g * per_gpu / (ref.gpus * ref.samples_per_gpu)
-        total = ref.epochs * (ref.train_samples // (g * per_gpu))
+        total = epochs * (ref.train_samples // (g * per_gpu))
         sensible = max(math.ceil(ref.warmup_iters / k), math.ceil(0.1 * total))
         recipes = {
             "reference": (ref.lr, ref.warmup_iters),
@@ -66,7 +71,7 @@ def plan(cfg: Config, gpus: list[int], seeds: list[int]) -> list[Trial]:
         for recipe, (lr, warmup) in recipes.items():
             if recipe != "reference" and k == 1:
                 continue  # at the reference batch the scaled recipes are the reference
-            trials += [Trial(recipe, g, s, lr, warmup, total) for s in seeds]
+            trials += [Trial(recipe, g, s, lr, warmup, total, epochs) for s in seeds]
     return trials
 
 
@@ -77,6 +82,7 @@ def execute(trial: Trial, config: Path, out: Path, threads: int) -> dict:
         f"optim_wrapper.optimizer.lr={trial.lr!r}",
         f"param_scheduler.0.end={trial.warmup_iters}",
         f"randomness.seed={trial.seed}",
+        f"train_cfg.max_epochs={trial.epochs}",
     ]
     start = time.monotonic()
     proc = run(config, work, *options, threads=threads, timeout=1800)
@@ -131,6 +137,9 @@ def main() -> None:
     p.add_argument("--gpus", type=int, nargs="+", default=[8, 160])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    p.add_argument(
+        "--epochs", type=int, default=None, help="train every run this long (default: the preset's)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each gets 2 // jobs threads)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--table-only", action="store_true", help="print the table of --out's results")
@@ -143,7 +152,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     trials = [
         t
-        for t in plan(Config.fromfile(str(config)), args.gpus, args.seeds)
+        for t in plan(Config.fromfile(str(config)), args.gpus, args.seeds, args.epochs)
         if t.recipe in args.recipes
     ]
     threads = max(1, 2 // args.jobs)
