@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,3 +135,52 @@ def prepare_job_dir(spec: TrialSpec, job_name: str) -> tuple[Path, Path]:
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
     return work, job_dir
+
+
+class QueryThrottle:
+    """How often a cluster executor may ask its scheduler: at most once per `min_interval_s`
+    (sooner when a job it has not heard of is asked about), backing off (doubling, up to
+    `max_backoff_s`) after a failed query. `ok`/`error` describe the last query."""
+
+    def __init__(self, min_interval_s: float, max_backoff_s: float) -> None:
+        self.min_interval_s = min_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.ok = False
+        self.error = ""
+        self.backoff = min_interval_s
+        self._next = 0.0
+
+    def due(self, knows_all: bool) -> bool:
+        return time.monotonic() >= self._next or (self.ok and not knows_all)
+
+    def succeeded(self) -> None:
+        self.ok, self.backoff = True, self.min_interval_s
+        self._next = time.monotonic() + self.min_interval_s
+
+    def failed(self, error: str) -> None:
+        self.ok, self.error = False, error
+        self.backoff = min(self.max_backoff_s, max(self.backoff * 2, 1.0))
+        self._next = time.monotonic() + self.backoff
+
+    def ask_now(self) -> None:
+        """The next poll asks again (after a cancel, say)."""
+        self._next = 0.0
+
+
+def poll_with_cache(
+    handles: Sequence[JobHandle],
+    final: dict[str, JobStatus],
+    refresh: Callable[[list[str]], None],
+    status: Callable[[JobHandle], JobStatus],
+) -> dict[str, JobStatus]:
+    """The executors' poll: finished jobs answer from `final` (their last word is kept), the
+    others from one `refresh` of their ids and then `status` each."""
+    todo = [h for h in handles if h.name not in final]
+    if todo:
+        refresh([h.job_id for h in todo])
+    out = {h.name: final[h.name] for h in handles if h.name in final}
+    for h in todo:
+        out[h.name] = st = status(h)
+        if st.state.finished:
+            final[h.name] = st
+    return out

@@ -17,13 +17,20 @@ import contextlib
 import os
 import shlex
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
+from scaleout.executors.base import (
+    Capacity,
+    JobHandle,
+    JobState,
+    JobStatus,
+    QueryThrottle,
+    poll_with_cache,
+    prepare_job_dir,
+)
 from scaleout.executors.localrun import write_json_atomic
 from scaleout.trainers.base import TrialSpec
 
@@ -87,16 +94,11 @@ class RayExecutor:
                 "--container-runtime pyxis is Slurm's; on Ray use docker, apptainer or enroot"
             )
         self.container_runtime = container_runtime
-        self.poll_min_interval_s = poll_min_interval_s
-        self.max_backoff_s = max_backoff_s
         self._client_obj: Any = None
         self._capacity: Capacity | None = None
         self._final: dict[str, JobStatus] = {}
         self._jobs: dict[str, Any] = {}
-        self._query_ok = False
-        self._query_error = ""
-        self._next_query = 0.0
-        self._backoff = poll_min_interval_s
+        self._throttle = QueryThrottle(poll_min_interval_s, max_backoff_s)
 
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
@@ -218,45 +220,29 @@ class RayExecutor:
         )
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        out: dict[str, JobStatus] = {}
-        todo = [h for h in handles if h.name not in self._final]
-        if todo:
-            self._query([h.job_id for h in todo])
-        for h in handles:
-            if h.name in self._final:
-                out[h.name] = self._final[h.name]
-                continue
-            info = self._jobs.get(h.job_id)
-            if info is not None:
-                status = job_status(
-                    str(getattr(info.status, "value", info.status)),
-                    getattr(info, "driver_exit_code", None),
-                    info.message or "",
-                )
-            elif not self._query_ok:
-                status = JobStatus(JobState.UNKNOWN, reason=f"ray: {self._query_error}")
-            else:
-                status = JobStatus(JobState.NOT_FOUND, reason=f"ray has no job {h.job_id}")
-            if status.state.finished:
-                self._final[h.name] = status
-            out[h.name] = status
-        return out
+        return poll_with_cache(handles, self._final, self._query, self._status)
+
+    def _status(self, h: JobHandle) -> JobStatus:
+        info = self._jobs.get(h.job_id)
+        if info is not None:
+            return job_status(
+                str(getattr(info.status, "value", info.status)),
+                getattr(info, "driver_exit_code", None),
+                info.message or "",
+            )
+        if not self._throttle.ok:
+            return JobStatus(JobState.UNKNOWN, reason=f"ray: {self._throttle.error}")
+        return JobStatus(JobState.NOT_FOUND, reason=f"ray has no job {h.job_id}")
 
     def _query(self, job_ids: list[str]) -> None:
-        now = time.monotonic()
-        if now < self._next_query and (not self._query_ok or set(job_ids) <= set(self._jobs)):
+        if not self._throttle.due(set(job_ids) <= set(self._jobs)):
             return
         try:
             jobs = self._client.list_jobs()
         except Exception as exc:
-            self._query_ok = False
-            self._query_error = f"cannot list the jobs of {self.address}: {_short(exc)}"
-            self._backoff = min(self.max_backoff_s, max(self._backoff * 2, 1.0))
-            self._next_query = now + self._backoff
+            self._throttle.failed(f"cannot list the jobs of {self.address}: {_short(exc)}")
             return
-        self._query_ok = True
-        self._backoff = self.poll_min_interval_s
-        self._next_query = now + self.poll_min_interval_s
+        self._throttle.succeeded()
         self._jobs = {j.submission_id: j for j in jobs if j.submission_id}
 
     def cancel(self, handle: JobHandle) -> None:
@@ -266,7 +252,7 @@ class RayExecutor:
             self._client.stop_job(handle.job_id)  # False when it already finished
         except Exception:  # no such job, or the cluster is gone: nothing to stop
             return
-        self._next_query = 0.0
+        self._throttle.ask_now()
 
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
         try:

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
+from scaleout.executors.base import (
+    Capacity,
+    JobHandle,
+    JobState,
+    JobStatus,
+    QueryThrottle,
+    poll_with_cache,
+    prepare_job_dir,
+)
 from scaleout.executors.local import free_port
 from scaleout.executors.localrun import write_json_atomic
 from scaleout.executors.slurm_text import (
@@ -88,16 +96,11 @@ class SlurmExecutor:
         if accounting not in ("auto", "yes", "no"):
             raise UsageError(f"slurm executor: accounting {accounting!r}: use auto, yes or no")
         self.accounting: bool | None = {"auto": None, "yes": True, "no": False}[accounting]
-        self.poll_min_interval_s = poll_min_interval_s
-        self.max_backoff_s = max_backoff_s
         self.command_timeout_s = command_timeout_s
         self.template_path = Path(template) if template else TEMPLATE
         self._final: dict[str, JobStatus] = {}
         self._records: dict[str, SlurmRecord] = {}
-        self._query_ok = False
-        self._query_error = ""
-        self._next_query = 0.0
-        self._backoff = poll_min_interval_s
+        self._throttle = QueryThrottle(poll_min_interval_s, max_backoff_s)
         self._jobcomp: str | None = None
         self._capacity: Capacity | None = None
 
@@ -242,40 +245,18 @@ class SlurmExecutor:
         )
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
-        out: dict[str, JobStatus] = {}
-        todo = []
-        for h in handles:
-            if h.name in self._final:
-                out[h.name] = self._final[h.name]
-            else:
-                todo.append(h)
-        if todo:
-            self._query([h.job_id for h in todo])
-        for h in todo:
-            status = self._status(h)
-            if status.state.finished:
-                self._final[h.name] = status
-            out[h.name] = status
-        return out
+        return poll_with_cache(handles, self._final, self._query, self._status)
 
     def _query(self, job_ids: list[str]) -> None:
         """Refresh self._records with one Slurm call (rate-limited, backing off on failure)."""
-        now = time.monotonic()
-        if now < self._next_query and all(j in self._records for j in job_ids):
-            return
-        if now < self._next_query and not self._query_ok:
+        if not self._throttle.due(all(j in self._records for j in job_ids)):
             return
         try:
             records = self._ask_slurm(job_ids)
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-            self._query_ok = False
-            self._query_error = str(exc)[:300]
-            self._backoff = min(self.max_backoff_s, max(self._backoff * 2, 1.0))
-            self._next_query = now + self._backoff
+            self._throttle.failed(str(exc)[:300])
             return
-        self._query_ok = True
-        self._backoff = self.poll_min_interval_s
-        self._next_query = now + self.poll_min_interval_s
+        self._throttle.succeeded()
         self._records = records
 
     def _ask_slurm(self, job_ids: list[str]) -> dict[str, SlurmRecord]:
@@ -313,8 +294,10 @@ class SlurmExecutor:
             return status
         if record is not None:
             return status_of(record, ours)
-        if not self._query_ok:
-            return JobStatus(JobState.UNKNOWN, reason=f"slurm did not answer: {self._query_error}")
+        if not self._throttle.ok:
+            return JobStatus(
+                JobState.UNKNOWN, reason=f"slurm did not answer: {self._throttle.error}"
+            )
         record = self._from_jobcomp(h.job_id)
         if record is not None:
             return status_of(record, ours)
@@ -354,7 +337,7 @@ class SlurmExecutor:
         (job_dir / "cancelled").touch()
         if handle.job_id:
             self._run("scancel", handle.job_id)  # also fine on a job that just finished
-        self._next_query = 0.0  # the next poll asks Slurm again
+        self._throttle.ask_now()
 
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
         """The job of that name that runs in spec's work dir: from the job dir's files, else

@@ -133,7 +133,7 @@ def test_status_without_slurm_memory_and_failed_polls(helpers, tmp_path, monkeyp
     flaky = executor()
     st = flaky.poll([h])[h.name]
     assert st.state == JobState.UNKNOWN and "timeout" in st.reason
-    assert flaky._backoff >= 1.0
+    assert flaky._throttle.backoff >= 1.0
     monkeypatch.undo()
     assert wait_state(helpers, ex, h, {JobState.SUCCEEDED}).exit_code == 0
     # Slurm forgot these jobs (MinJobAge passed): the job dir's files still tell
