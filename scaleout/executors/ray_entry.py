@@ -37,7 +37,7 @@ EXIT_LOST = 1
 
 
 # -- on each node: the guard ------------------------------------------------------------------
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -61,12 +61,12 @@ def _stop_tree(grace_s: float = 5.0) -> None:
     """SIGTERM every descendant, then SIGKILL what is left after the grace period."""
     me = os.getpid()
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 1.0)):
-        pids = _descendants(me)
+        pids = descendants(me)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         end = time.monotonic() + wait
-        while _descendants(me) and time.monotonic() < end:
+        while descendants(me) and time.monotonic() < end:
             _reap()
             time.sleep(0.1)
     _reap()

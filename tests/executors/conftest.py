@@ -24,6 +24,8 @@ from types import ModuleType
 
 import pytest
 
+from scaleout.executors.ray_entry import descendants
+
 REPO = Path(__file__).resolve().parents[2]
 SPACE = str(REPO / "search_spaces" / "lr_scaling.yaml")
 BIN = Path(sys.executable).parent
@@ -90,26 +92,6 @@ def _alive(pid: int) -> bool:
             os.waitpid(pid, os.WNOHANG)
         return False
     return True
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below pid (walks /proc parent links)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 # -- Slurm --------------------------------------------------------------------------------------
