@@ -165,11 +165,11 @@ def test_bevformer_space_without_a_checkout_says_what_to_do(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_long_headline_space_plans_240_steps_at_160_gpus():
-    long = str(REPO / "search_spaces" / "lr_scaling_long.yaml")
-    r = scaleout("plan", "--gpus", "160", "--space", long, "--json")
+def test_the_headline_space_plans_240_steps_at_160_gpus():
+    space = str(REPO / "search_spaces" / "lr_scaling.yaml")
+    r = scaleout("plan", "--gpus", "160", "--space", space, "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["scale"]["target_epochs"] == 24 and d["scale"]["epochs"] == 12
+    assert d["scale"]["target_epochs"] == 24 and d["scale"]["epochs"] == 24
     assert d["scale"]["total_iters"]["target"] == 240
     assert d["ranges"]["warmup_iters"]["high"] <= 48  # the 20% cap of 240

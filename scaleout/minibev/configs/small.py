@@ -1,14 +1,14 @@
 # minibev "small": the calibrated demo preset, the default trainer of the demo sweep.
-# One run is ~19k training samples (1600 scenes x 12 epochs); under a minute on 2 idle CPU
-# cores at any GPU count. Calibration (benchmarks/RESULTS.md, docs/minibev.md): the reference
-# recipe at 8 GPUs x 1 reaches NDS ~0.35; the same recipe at 160 GPUs loses ~70% of it;
-# sqrt-scaled lr wins back ~45% of that (a 160-GPU run has only 120 steps; see the docs).
+# One run is ~38k training samples (1600 scenes x 24 epochs): a 160-GPU run (240 steps) takes
+# under a minute on 2 idle CPU cores, the 8-GPU reference under two. Calibration
+# (benchmarks/RESULTS.md, docs/minibev.md): the reference recipe at 8 GPUs x 1 reaches NDS
+# ~0.38; the same recipe at 160 GPUs loses ~47% of it; sqrt-scaled lr wins back ~59% of that.
 _base_ = ["./_base_runtime.py"]
 
 bev_range = 16.0
 image_size = (16, 32)
 train_samples = 1600  # divides by 8, 16, 32, 80 and 160: whole iterations at every global batch
-epochs = 12
+epochs = 24
 
 # The reference recipe (8 GPUs x 1 sample): what scaleout scales from. The defaults below equal
 # it. BEVFormer's shape: AdamW, linear warmup by iterations from 1/3, cosine to 1e-3 x lr.
