@@ -14,14 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from scaleout.controller import Controller
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus
-from scaleout.plan import make_plan
-from scaleout.rules import Reference
-from scaleout.space import parse_space
-from scaleout.study import create_or_load, seed_study
-from scaleout.tracking import MlflowTracker, NullTracker
-from scaleout.trainers.base import TrialMetrics, TrialSpec
+from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialMetrics, TrialSpec
+from scaleout.core.plan import make_plan
+from scaleout.core.rules import Reference
+from scaleout.core.space import parse_space
+from scaleout.sweep.controller import Controller
+from scaleout.sweep.search import create_or_load, seed_study
+from scaleout.sweep.tracking import MlflowTracker, NullTracker
 
 EPOCHS = 4
 

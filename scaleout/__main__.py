@@ -1,3 +1,3 @@
-from scaleout.cli import main
+from scaleout.cli.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 @pytest.fixture
 def bevformer_reference():
-    from scaleout.rules import Reference
+    from scaleout.core.rules import Reference
 
     return Reference(
         gpus=8,

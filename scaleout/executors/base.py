@@ -1,97 +1,19 @@
 """The executor seam: submit a trial's job, poll many, cancel one, find one again.
 
-Jobs outlive the controller (ARCHITECTURE decision 1). A job's name is deterministic
+Jobs outlive the controller (docs/architecture.md). A job's name is deterministic
 (`<sweep>-t<NNN>-a<attempt>`), so a controller that died between storing the handle and
 submitting, or between submitting and storing, can find the job again by name.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from scaleout.trainers.base import TrialSpec
-
-
-class JobState(enum.Enum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    # The executor has no record of the job (never started, or gone without a trace).
-    NOT_FOUND = "not_found"
-    # The executor could not be asked this time (a failed squeue); ask again later.
-    UNKNOWN = "unknown"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-    @property
-    def active(self) -> bool:
-        return self in (JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN)
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    """What the trial stores to find its job again: executor name, job name and id, extras."""
-
-    executor: str
-    name: str
-    job_id: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "executor": self.executor,
-                "name": self.name,
-                "job_id": self.job_id,
-                "data": self.data,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> JobHandle:
-        d = json.loads(text)
-        return cls(d["executor"], d["name"], d.get("job_id", ""), d.get("data", {}))
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    state: JobState
-    exit_code: int | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What the executor can give at once. `virtual` means trials may stand for more GPUs
-    than exist (the local executor on a machine without enough GPUs). `procs_per_node` is
-    how many processes a node runs (0: one per GPU); fewer processes than GPUs run the
-    trial with virtual GPUs on whole nodes (clusters with fake GPUs, as in the tests).
-    `max_nodes_per_job` is the scheduler's cap on one job's nodes (Slurm's partition MaxNodes;
-    0: none), `where` names the partition or cluster in messages."""
-
-    nodes: int
-    gpus_per_node: int
-    slots: int
-    virtual: bool = False
-    procs_per_node: int = 0
-    max_nodes_per_job: int = 0
-    where: str = ""
-
-    @property
-    def gpus(self) -> int:
-        return self.nodes * self.gpus_per_node
+from scaleout.core.job import Capacity, JobHandle, JobStatus, TrialSpec
 
 
 class Executor(Protocol):

@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scaleout.errors import UsageError
-from scaleout.executors.base import Capacity, JobHandle, JobState, JobStatus, prepare_job_dir
+from scaleout.core.errors import UsageError
+from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
+from scaleout.executors.base import prepare_job_dir
 from scaleout.executors.localrun import process_start_ticks, write_json_atomic
-from scaleout.trainers.base import TrialSpec
 
 
 def detect_gpus() -> int:

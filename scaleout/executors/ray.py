@@ -21,18 +21,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import (
-    Capacity,
-    JobHandle,
-    JobState,
-    JobStatus,
-    QueryThrottle,
-    poll_with_cache,
-    prepare_job_dir,
-)
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
+from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
 from scaleout.executors.localrun import write_json_atomic
-from scaleout.trainers.base import TrialSpec
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -181,7 +173,7 @@ class RayExecutor:
             "placement_timeout_s": self.placement_timeout_s,
         }
         if spec.container:
-            from scaleout.trainers.container import wrap
+            from scaleout.executors.container import wrap
 
             job["argv"] = wrap(
                 spec.argv,

@@ -24,16 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import (
-    Capacity,
-    JobHandle,
-    JobState,
-    JobStatus,
-    QueryThrottle,
-    poll_with_cache,
-    prepare_job_dir,
-)
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
+from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
 from scaleout.executors.local import free_port
 from scaleout.executors.localrun import write_json_atomic
 from scaleout.executors.slurm_text import (
@@ -53,7 +46,6 @@ from scaleout.executors.slurm_text import (
     render_sbatch,
     status_of,
 )
-from scaleout.trainers.base import TrialSpec
 
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 _UNUSABLE = ("down", "drain", "drained", "draining", "fail", "failing", "maint", "inval")

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaleout.executors.base import JobState, JobStatus
-from scaleout.trainers import container as containers
-from scaleout.trainers.base import TrialSpec
+from scaleout.core.job import JobState, JobStatus, TrialSpec
+from scaleout.executors import container as containers
 
 LAUNCHERS = Path(__file__).resolve().parents[2] / "launchers"
 TEMPLATE = LAUNCHERS / "slurm" / "trial.sbatch"

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
 
 SPEED_DEFAULTS = dict(
     amp=None, compile=False, channels_last=False, fused_adamw=False, pin_memory=False

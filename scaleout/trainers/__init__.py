@@ -1,7 +1,7 @@
 """Trainer adapters: one module per trainer family (see base.Trainer).
 
 `get_trainer` turns the CLI's `--trainer/--config/--repo/--preset/--profile` into one
-(scaleout.space.resolve_reference then merges the space file's reference over the
+(scaleout.core.space.resolve_reference then merges the space file's reference over the
 trainer config's). Adapter modules load lazily: `scaleout plan` pays only for the one
 it uses.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
 from scaleout.trainers.base import Trainer
 
 TRAINERS = ("minibev", "mmengine", "bevformer", "mmcv", "easycv", "petr", "command")

@@ -1,150 +1,16 @@
 """The trainer-adapter seam: render a trial for a trainer, and read its metrics back.
 
-Trainers are black-box commands (ARCHITECTURE decision 3). An adapter never imports the
+Trainers are black-box commands (docs/architecture.md): an adapter never imports the
 trainer's code; it writes the trainer's own config file or arguments, and it reads the
-trainer's own logs. Everything here is plain data so a `TrialSpec` can be stored on the
-Optuna trial and rebuilt on resume.
+trainer's own logs. The types it exchanges live in `scaleout.core.job`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-# Placeholders that an executor fills in per node. A trainer's argv may contain them.
-NODE_PLACEHOLDERS = ("{node_rank}", "{master_addr}", "{master_port}")
-
-
-@dataclass(frozen=True)
-class TrialParams:
-    """The hyperparameters of one trial, in the units the scaling rules use.
-
-    `gpus` is the data-parallel GPU count the trial stands for (it may be virtual on a
-    machine with fewer GPUs); global batch = gpus x samples_per_gpu.
-    """
-
-    lr: float
-    warmup_iters: int
-    min_lr_ratio: float
-    gpus: int
-    samples_per_gpu: int
-    warmup_ratio: float | None = None
-    epochs: int | None = None
-    seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def global_batch(self) -> int:
-        return self.gpus * self.samples_per_gpu
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How the trial's GPUs are placed: nnodes x gpus_per_node real processes.
-
-    `virtual_gpus` is the GPU count the trial stands for. When the executor has fewer
-    real devices, each real process does the work of virtual_gpus / world_size GPUs, so
-    the optimisation step is the same synchronous data-parallel step (same global batch).
-    """
-
-    nnodes: int
-    procs_per_node: int
-    virtual_gpus: int
-    use_gpu: bool = False
-
-    @property
-    def world_size(self) -> int:
-        return self.nnodes * self.procs_per_node
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """Everything an executor needs to run one attempt of one trial.
-
-    `argv` is the per-node command; it may contain NODE_PLACEHOLDERS that the executor
-    fills for each node. `files` are written (relative to work_dir) before launch.
-    `cwd` is the directory the command runs in (None: the executor's choice, e.g. work_dir);
-    trainers such as BEVFormer resolve config, plugin and data paths against their repo.
-    `launch` is "node" (argv runs once per node and starts its own processes, e.g. torchrun)
-    or "task" (argv is one training process; the executor's process manager, e.g. srun,
-    starts procs_per_node copies per node: mmcv's `--launcher slurm`).
-    """
-
-    name: str
-    work_dir: str
-    argv: tuple[str, ...]
-    layout: Layout
-    env: dict[str, str] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    resume: bool = False
-    container: str | None = None
-    cwd: str | None = None
-    launch: str = "node"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "work_dir": self.work_dir,
-            "argv": list(self.argv),
-            "layout": {
-                "nnodes": self.layout.nnodes,
-                "procs_per_node": self.layout.procs_per_node,
-                "virtual_gpus": self.layout.virtual_gpus,
-                "use_gpu": self.layout.use_gpu,
-            },
-            "env": dict(self.env),
-            "files": dict(self.files),
-            "resume": self.resume,
-            "container": self.container,
-            "cwd": self.cwd,
-            "launch": self.launch,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
-        return cls(
-            name=d["name"],
-            work_dir=d["work_dir"],
-            argv=tuple(d["argv"]),
-            layout=Layout(**d["layout"]),
-            env=dict(d.get("env", {})),
-            files=dict(d.get("files", {})),
-            resume=bool(d.get("resume", False)),
-            container=d.get("container"),
-            cwd=d.get("cwd"),
-            launch=d.get("launch", "node"),
-        )
-
-
-@dataclass(frozen=True)
-class TrialMetrics:
-    """What a trainer's logs say so far. Safe to compute again and again while it runs.
-
-    `epochs` maps an epoch number (1-based) to that epoch's validation metrics under
-    canonical names ("NDS", "mAP", "mATE", ...) plus any raw keys; `train` holds the
-    latest training scalars ("loss", "lr", "iter", "epoch"). `sources` lists the log files
-    that were read, so a missing metric can be reported against them.
-    """
-
-    epochs: dict[int, dict[str, float]] = field(default_factory=dict)
-    train: dict[str, float] = field(default_factory=dict)
-    iters_done: int = 0
-    iter_time_s: float | None = None
-    samples_per_s: float | None = None
-    sources: tuple[str, ...] = ()
-
-    def latest(self, key: str) -> float | None:
-        for epoch in sorted(self.epochs, reverse=True):
-            value = self.epochs[epoch].get(key)
-            if value is not None and not math.isnan(value):
-                return value
-        return None
-
-    @property
-    def last_epoch(self) -> int:
-        return max(self.epochs, default=0)
+from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 
 
 class Trainer(Protocol):
@@ -155,7 +21,7 @@ class Trainer(Protocol):
     def reference(self) -> dict[str, Any]:
         """Reference-recipe values read from the trainer's base config (may be partial).
 
-        Keys follow `scaleout.rules.Reference` fields; `_sources` maps each key to where
+        Keys follow `scaleout.core.rules.Reference` fields; `_sources` maps each key to where
         it came from ("config.py: optimizer.lr").
         """
         ...

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
+from scaleout.core.job import NODE_PLACEHOLDERS, Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import logs
-from scaleout.trainers.base import NODE_PLACEHOLDERS, Layout, TrialMetrics, TrialParams, TrialSpec
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PLACEHOLDERS = {

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
 
 MISSING: Any = object()
 _patch_lock = threading.Lock()

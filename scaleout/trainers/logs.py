@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import UsageError
-from scaleout.trainers.base import Layout, TrialMetrics, TrialParams
+from scaleout.core.errors import UsageError
+from scaleout.core.job import Layout, TrialMetrics, TrialParams
 
 CANONICAL = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 # When several heads report the same metric, the 3D detection head wins.

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import StateError, UsageError
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import configread, logs
-from scaleout.trainers.base import Layout, TrialMetrics, TrialParams, TrialSpec
 
 SUPPORTED_POLICIES = ("CosineAnnealing",)
 SUPPORTED_WARMUPS = ("linear", None)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
+from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import configread, logs
-from scaleout.trainers.base import Layout, TrialMetrics, TrialParams, TrialSpec
 
 TRIAL_CONFIG = "trial_config.py"
 CHECKPOINT_MARKER = "last_checkpoint"

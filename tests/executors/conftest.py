@@ -579,11 +579,11 @@ def prune_one_trial(executor, tmp: Path):
 
     import optuna
 
-    from scaleout.controller import Controller
-    from scaleout.executors.base import JobHandle
-    from scaleout.session import build_plan
-    from scaleout.study import create_or_load, seed_study
-    from scaleout.tracking import NullTracker
+    from scaleout.core.job import JobHandle
+    from scaleout.sweep.controller import Controller
+    from scaleout.sweep.search import create_or_load, seed_study
+    from scaleout.sweep.session import build_plan
+    from scaleout.sweep.tracking import NullTracker
 
     plan, trainer, _ = build_plan(
         SPACE, 16, trainer_flags={"name": "minibev", "preset": "tiny"}, need_trainer=True

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.executors.base import JobState
+from scaleout.core.job import JobState, Layout, TrialSpec
 from scaleout.executors.local import LocalExecutor, fill_node_placeholders
 from scaleout.executors.localrun import process_start_ticks
-from scaleout.trainers.base import Layout, TrialSpec
 
 LAYOUT = Layout(nnodes=1, procs_per_node=1, virtual_gpus=8)
 
@@ -108,7 +107,7 @@ def test_job_outlives_the_controller_and_is_found_again(tmp_path):
     controller = textwrap.dedent(f"""
         import os, signal, sys
         from scaleout.executors.local import LocalExecutor
-        from scaleout.trainers.base import Layout, TrialSpec
+        from scaleout.core.job import Layout, TrialSpec
         s = TrialSpec(name="t", work_dir={str(work)!r}, layout=Layout(1, 1, 8),
                       argv=(sys.executable, "-c", "import time; time.sleep(2); print('done')"))
         LocalExecutor(gpus=0).submit(s, "job-a1")
@@ -141,7 +140,7 @@ def test_killed_job_is_failed_not_running(tmp_path):
 
 
 def test_multi_node_is_refused(tmp_path):
-    from scaleout.errors import UsageError
+    from scaleout.core.errors import UsageError
 
     s = TrialSpec(name="t", work_dir=str(tmp_path), argv=("x",), layout=Layout(2, 8, 16, True))
     with pytest.raises(UsageError, match="runs one node"):

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import JobState
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import JobState, Layout, TrialSpec
 from scaleout.executors.ray import RayExecutor, job_status
-from scaleout.trainers.base import Layout, TrialSpec
 
 pytestmark = pytest.mark.ray
 FLAGS = ("--executor", "ray")
@@ -186,7 +185,7 @@ def test_sweep_places_two_trials_at_once_survives_a_controller_kill_and_resumes(
 
 
 def _handle(job: dict):
-    from scaleout.executors.base import JobHandle
+    from scaleout.core.job import JobHandle
 
     return JobHandle(job["executor"], job["name"], job["job_id"], job["data"])
 

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from scaleout.errors import StateError, UsageError
-from scaleout.executors.base import JobHandle, JobState, JobStatus
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import JobHandle, JobState, JobStatus, Layout, TrialSpec
 from scaleout.executors.slurm import SlurmExecutor
 from scaleout.executors.slurm_text import parse_jobcomp
-from scaleout.trainers.base import Layout, TrialSpec
 
 pytestmark = pytest.mark.slurm
 TWO_NODES = Layout(2, 1, 16, False)

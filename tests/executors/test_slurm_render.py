@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from scaleout.executors.base import JobState
+from scaleout.core.job import JobState, Layout, TrialSpec
 from scaleout.executors.slurm import _gpus_in_gres
 from scaleout.executors.slurm_text import (
     TEMPLATE,
@@ -24,7 +24,6 @@ from scaleout.executors.slurm_text import (
     srun_flags,
     status_of,
 )
-from scaleout.trainers.base import Layout, TrialSpec
 
 ARGV = (
     "/venv/bin/python", "-m", "torch.distributed.run", "--nnodes", "20",
@@ -309,7 +308,7 @@ def test_job_list_is_sorted_and_unique():
 )  # fmt: skip
 def test_executor_flags_become_the_stored_options(argv, executor, options, monkeypatch):
     from scaleout.cli import build_parser
-    from scaleout.commands.sweep import executor_options
+    from scaleout.cli.commands.sweep import executor_options
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = build_parser().parse_args(["sweep", "--gpus", "16", "--space", "s.yaml", *argv])
@@ -319,7 +318,7 @@ def test_executor_flags_become_the_stored_options(argv, executor, options, monke
 
 def test_stored_options_build_the_executor(monkeypatch):
     from scaleout.executors.slurm import SlurmExecutor
-    from scaleout.session import make_executor
+    from scaleout.sweep.session import make_executor
 
     ex = make_executor("slurm", {"partition": "gpu", "extra": ["--qos=high"]}, None)
     assert isinstance(ex, SlurmExecutor)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from scaleout.executors.base import (
-    JobHandle,
-    JobState,
-    JobStatus,
-    QueryThrottle,
-    poll_with_cache,
-)
+from scaleout.core.job import JobHandle, JobState, JobStatus
+from scaleout.executors.base import QueryThrottle, poll_with_cache
 
 
 def test_throttle_waits_its_interval_backs_off_after_failures_and_resets():

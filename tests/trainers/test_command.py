@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaleout.errors import UsageError
-from scaleout.trainers.base import Layout, TrialParams
+from scaleout.core.errors import UsageError
+from scaleout.core.job import Layout, TrialParams
 from scaleout.trainers.command import CommandTrainer, load_profile
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"

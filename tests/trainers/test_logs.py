@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
 from scaleout.trainers import logs
 from scaleout.trainers.mmcv import read_mmcv_logs
 from scaleout.trainers.mmengine import read_scalars

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.errors import StateError, UsageError
+from scaleout.core.errors import StateError, UsageError
+from scaleout.core.job import Layout, TrialParams, TrialSpec
 from scaleout.trainers import configread
-from scaleout.trainers.base import Layout, TrialParams, TrialSpec
 from scaleout.trainers.mmcv import MMCVTrainer, generated_config
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.errors import UsageError
+from scaleout.core.errors import UsageError
+from scaleout.core.job import Layout, TrialParams
 from scaleout.trainers import configread
-from scaleout.trainers.base import Layout, TrialParams
 from scaleout.trainers.mmengine import MMEngineTrainer, minibev
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"

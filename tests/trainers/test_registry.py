@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.errors import UsageError
-from scaleout.space import parse_space, resolve_reference
+from scaleout.core.errors import UsageError
+from scaleout.core.space import parse_space, resolve_reference
 from scaleout.trainers import get_trainer
 from scaleout.trainers.command import CommandTrainer
 from scaleout.trainers.mmcv import MMCVTrainer

@@ -1,0 +1,98 @@
+"""Pieces shared by several subcommands: the trainer/space options and reference resolution."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from scaleout.core.errors import UsageError
+
+
+def positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be positive, got {value}")
+        return value
+
+    return parse
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpus",
+        type=positive_int("--gpus"),
+        required=True,
+        help="target GPU count (data-parallel), e.g. 160",
+    )
+    p.add_argument(
+        "--space",
+        required=True,
+        metavar="FILE",
+        help="search-space YAML, e.g. search_spaces/lr_scaling.yaml",
+    )
+    p.add_argument(
+        "--samples-per-gpu",
+        type=positive_int("--samples-per-gpu"),
+        default=None,
+        help="samples per GPU at the target (default: the space's target, else the reference's)",
+    )
+
+
+def add_trainer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("trainer (default: the space file's trainer: section, else minibev)")
+    g.add_argument(
+        "--trainer",
+        default=None,
+        help="minibev, mmengine, bevformer (mmcv 1.x), easycv, petr or command",
+    )
+    g.add_argument("--preset", default=None, help="minibev preset: tiny, small (default), base")
+    g.add_argument("--config", default=None, help="the trainer's config file (relative to --repo)")
+    g.add_argument("--repo", default=None, help="the trainer's repository checkout")
+    g.add_argument("--profile", default=None, help="a command-trainer profile YAML")
+    g.add_argument(
+        "--reference-gpus",
+        type=positive_int("--reference-gpus"),
+        default=None,
+        help="the GPU count the trainer's config was tuned at, when neither the "
+        "config nor the space file says (BEVFormer's recipe: 8)",
+    )
+
+
+def trainer_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "name": args.trainer,
+        "preset": args.preset,
+        "config": args.config,
+        "repo": args.repo,
+        "profile": args.profile,
+        "reference_gpus": args.reference_gpus,
+    }
+
+
+def load_plan(args: argparse.Namespace):
+    """The plan for the command's --space/--gpus/--trainer flags (see session.build_plan)."""
+    from scaleout.sweep.session import build_plan
+
+    plan, _, _ = build_plan(
+        args.space,
+        args.gpus,
+        samples_per_gpu=args.samples_per_gpu,
+        trainer_flags=trainer_flags(args),
+    )
+    return plan
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)

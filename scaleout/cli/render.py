@@ -1,0 +1,126 @@
+"""Human-readable rendering (rich) of plans. JSON output lives next to the data (plan_to_dict)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from scaleout.core.plan import Plan
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for CLI output: the terminal's width on a terminal; 140 columns when piped
+    (rich's default of 80 squashes the tables into ellipses)."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=140)
+
+
+def fmt(value: float | int | None, kind: str = "g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) or kind == "int":
+        return f"{int(value):,}"
+    if kind == "lr":
+        return f"{value:.3e}"
+    if kind == "h":
+        return f"{value:,.2f}"
+    return f"{value:.4g}"
+
+
+_KIND = {"lr": "lr", "warmup_iters": "int", "min_lr_ratio": "lr"}
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    console = console or make_console()
+    ref, sc = plan.reference, plan.scale
+    console.print(
+        f"[bold]Plan[/] for [bold]{plan.gpus} GPUs x {plan.samples_per_gpu}[/] "
+        f"(global batch {sc.target_global_batch}) from {plan.space_path}"
+    )
+
+    t = Table(title="Scale", title_justify="left")
+    t.add_column("")
+    t.add_column("reference", justify="right")
+    t.add_column("target", justify="right")
+    t.add_row(
+        "GPUs x samples/GPU",
+        f"{ref.gpus} x {ref.samples_per_gpu}",
+        f"{plan.gpus} x {plan.samples_per_gpu}",
+    )
+    t.add_row("global batch", fmt(sc.reference_global_batch), fmt(sc.target_global_batch))
+    t.add_row(
+        "iterations / epoch", fmt(sc.reference_iters_per_epoch), fmt(sc.target_iters_per_epoch)
+    )
+    t.add_row(
+        f"iterations ({sc.epochs} epochs)"
+        if sc.trial_epochs == sc.epochs
+        else f"iterations ({sc.epochs} / {sc.trial_epochs} epochs)",
+        fmt(sc.reference_total_iters),
+        fmt(sc.target_total_iters),
+    )
+    t.add_row("k (batch ratio)", "1", f"{sc.k:g}")
+    console.print(t)
+
+    t = Table(title="Rules", title_justify="left")
+    t.add_column("parameter")
+    t.add_column("rule")
+    t.add_column("prediction", justify="right")
+    for label, v in plan.lr_predictions.items():
+        t.add_row("lr", label, fmt(v, "lr"))
+    for label, v in plan.warmup_predictions.items():
+        t.add_row("warmup_iters", label, fmt(v, "int"))
+    for label, v in plan.min_lr_predictions.items():
+        t.add_row("min_lr_ratio", label, fmt(v, "lr"))
+    console.print(t)
+
+    t = Table(title="Search", title_justify="left")
+    t.add_column("parameter")
+    t.add_column("low", justify="right")
+    t.add_column("high", justify="right")
+    t.add_column("scale")
+    for name, rng in plan.ranges.items():
+        kind = _KIND.get(name, "g")
+        t.add_row(name, fmt(rng.low, kind), fmt(rng.high, kind), "log" if rng.log else "linear")
+    for name, value in plan.fixed.items():
+        t.add_row(name, str(value), "", "fixed")
+    console.print(t)
+    if plan.floor_cap is not None and "min_lr_ratio" in plan.ranges:
+        console.print(
+            f"  min_lr_ratio is capped per trial so lr x ratio <= {plan.floor_cap:.3g} "
+            "(the reference floor)"
+        )
+
+    t = Table(title="Seed trials (run first)", title_justify="left")
+    for col in ("origin", "lr", "warmup_iters", "min_lr_ratio"):
+        t.add_column(col, justify="left" if col == "origin" else "right")
+    for s in plan.seeds:
+        t.add_row(s.origin, fmt(s.lr, "lr"), fmt(s.warmup_iters, "int"), fmt(s.min_lr_ratio, "lr"))
+    console.print(t)
+
+    c = plan.cost
+    console.print(
+        f"[bold]Budget[/]: {plan.trials} trials, objective {plan.objective} "
+        f"({plan.direction}), sampler {plan.space.sampler.type}, "
+        f"pruner {plan.space.pruner.type}"
+    )
+    line = f"[bold]Cost[/]: {c.iters_per_trial:,} iterations per trial"
+    if c.gpu_hours_per_trial is not None:
+        line += (
+            f"; {fmt(c.gpu_hours_per_trial, 'h')} GPU-hours and "
+            f"{fmt(c.wall_time_h_per_trial, 'h')} h wall per trial at {plan.gpus} GPUs; "
+            f"{fmt(c.gpu_hours_per_trial * plan.trials, 'h')} GPU-hours for the budget "
+            f"({c.basis})"
+        )
+    else:
+        line += " (give reference.wall_time_h or sample_time_s for GPU-hours)"
+    console.print(line)
+    if plan.reference_sources:
+        t = Table(title="Reference recipe (where each value came from)", title_justify="left")
+        t.add_column("key")
+        t.add_column("value", justify="right")
+        t.add_column("source")
+        for name, source in plan.reference_sources.items():
+            t.add_row(name, f"{getattr(ref, name):.6g}", source)
+        console.print(t)
+    for note in plan.notes:
+        console.print(f"[dim]note: {note}[/]")

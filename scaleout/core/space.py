@@ -1,0 +1,330 @@
+"""Search-space files: YAML validated into typed objects.
+
+Every error names the file, the key path and what is allowed (exit code 2 in the CLI).
+The format is documented in docs/search-space.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from scaleout.core.errors import SpaceError
+from scaleout.core.rules import LR_RULES, MIN_LR_RULES, WARMUP_RULES, LrRule, Reference
+
+PARAMS = ("lr", "warmup_iters", "min_lr_ratio")
+SAMPLERS = ("tpe", "random", "qmc", "grid", "cmaes", "gp")
+PRUNERS = ("none", "median", "asha", "hyperband")
+SEEDS = ("reference", "sqrt", "linear")
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class RuleSpec(_Model):
+    rule: Literal["reference", "sqrt", "linear", "power", "noise"]
+    alpha: float | None = None
+    b_noise: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _params(self) -> RuleSpec:
+        if self.rule == "power" and self.alpha is None:
+            raise ValueError(
+                "rule 'power' needs alpha (lr x k^alpha), e.g. {rule: power, alpha: 0.54}"
+            )
+        if self.rule == "noise" and (self.alpha is None or self.b_noise is None):
+            raise ValueError(
+                "rule 'noise' needs b_noise and alpha, e.g. {rule: noise, b_noise: 64, alpha: 0.5}"
+            )
+        return self
+
+    def to_rule(self) -> LrRule:
+        return LrRule(self.rule, self.alpha, self.b_noise)
+
+
+def _check_range(rng: Any) -> Any:
+    if rng is None:
+        return rng
+    lo, hi = rng
+    if hi <= lo:
+        raise ValueError(
+            f"range is inverted or empty: [{lo:g}, {hi:g}]; give [low, high] with low < high"
+        )
+    return rng
+
+
+class LrSearch(_Model):
+    rules: list[RuleSpec] = Field(
+        default_factory=lambda: [RuleSpec(rule="sqrt"), RuleSpec(rule="linear")], min_length=1
+    )
+    widen: Annotated[float, Field(ge=1)] = 1.25
+    range: tuple[PosFloat, PosFloat] | None = None
+    fixed: PosFloat | None = None
+    log: bool = True
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        # A rule is a name ("sqrt") or a mapping with its parameters ({rule: power, alpha: 0.54}).
+        if isinstance(v, list):
+            return [{"rule": r} if isinstance(r, str) else r for r in v]
+        return v
+
+    def lr_rules(self) -> list[LrRule]:
+        return [r.to_rule() for r in self.rules]
+
+
+class WarmupSearch(_Model):
+    rules: list[Literal["keep_iters", "keep_epochs", "keep_fraction"]] = Field(
+        default_factory=lambda: ["keep_iters", "keep_epochs"], min_length=1
+    )
+    widen: Annotated[float, Field(ge=1)] = 1.5
+    cap_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2
+    seed_rule: Literal["keep_iters", "keep_epochs", "keep_fraction"] = "keep_iters"
+    range: tuple[PosInt, PosInt] | None = None
+    fixed: PosInt | None = None
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class MinLrSearch(_Model):
+    rules: list[Literal["keep_ratio", "keep_floor"]] = Field(
+        default_factory=lambda: ["keep_ratio", "keep_floor"], min_length=1
+    )
+    widen: Annotated[float, Field(ge=1)] = 2.0
+    floor_at_most_reference: bool = True
+    decay_to_zero: bool = False
+    zero_ratio: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    seed_rule: Literal["keep_ratio", "keep_floor"] = "keep_floor"
+    range: tuple[PosFloat, PosFloat] | None = None
+    fixed: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class Search(_Model):
+    lr: LrSearch = Field(default_factory=LrSearch)
+    warmup_iters: WarmupSearch = Field(default_factory=WarmupSearch)
+    min_lr_ratio: MinLrSearch = Field(default_factory=MinLrSearch)
+    fixed: dict[str, Union[int, float, str, bool]] = Field(default_factory=dict)  # noqa: UP007
+
+    @field_validator("fixed")
+    @classmethod
+    def _epochs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Pinned epochs change every trial's length, which the plan accounts for.
+        e = v.get("epochs")
+        if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+            raise ValueError(f"epochs must be a positive whole number of epochs, got {e!r}")
+        return v
+
+
+class Objective(_Model):
+    metric: str = "NDS"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Budget(_Model):
+    trials: PosInt | None = 12
+    gpu_hours: PosFloat | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Budget:
+        if self.trials is None and self.gpu_hours is None:
+            raise ValueError("give trials, gpu_hours or both")
+        return self
+
+
+class Sampler(_Model):
+    type: Literal["tpe", "random", "qmc", "grid", "cmaes", "gp"] = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Pruner(_Model):
+    type: Literal["none", "median", "asha", "hyperband"] = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Retries(_Model):
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 2
+
+
+class ReferenceSpec(_Model):
+    gpus: PosInt | None = None
+    samples_per_gpu: PosInt | None = None
+    lr: PosFloat | None = None
+    warmup_iters: Annotated[int, Field(ge=0)] | None = None
+    warmup_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    min_lr_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
+    epochs: PosInt | None = None
+    train_samples: PosInt | None = None
+    wall_time_h: PosFloat | None = None
+    sample_time_s: PosFloat | None = None
+
+
+class Target(_Model):
+    samples_per_gpu: PosInt | None = None
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
+class TrainerSpec(_Model):
+    name: str = "minibev"
+    preset: str | None = None
+    config: str | None = None
+    repo: str | None = None
+    profile: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchSpace(_Model):
+    version: Literal[1] = 1
+    description: str | None = None
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+    target: Target = Field(default_factory=Target)
+    search: Search = Field(default_factory=Search)
+    objective: Objective = Field(default_factory=Objective)
+    budget: Budget = Field(default_factory=Budget)
+    sampler: Sampler = Field(default_factory=Sampler)
+    pruner: Pruner = Field(default_factory=Pruner)
+    retries: Retries = Field(default_factory=Retries)
+    seeds: list[Literal["reference", "sqrt", "linear"]] = Field(
+        default_factory=lambda: ["reference", "sqrt", "linear"]
+    )
+
+
+def _allowed_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names allowed at the parent of `loc`, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):  # a list index: stay on the item type
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = field.annotation
+        # unwrap Optional[Model] / Annotated
+        for arg in getattr(current, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "-" in p)))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        allowed = _allowed_at(SearchSpace, loc)
+        known = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return key, f"unknown key{known}"
+    if etype == "literal_error":
+        return key, f"{err['msg'].replace('Input should be', 'must be')} (got {err.get('input')!r})"
+    if etype == "missing":
+        return key, "required key is missing"
+    if etype == "value_error":
+        return key, err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return key, f"{err['msg'].replace('Input should be', 'must be')}{shown}"
+
+
+def parse_space(data: Any, path: str | Path = "<space>") -> SearchSpace:
+    """Validate already-loaded YAML data. Raises SpaceError naming the key path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpaceError(
+            path, None, f"must be a YAML mapping of sections, got {type(data).__name__}"
+        )
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A union (rules: [name | {rule: ...}]) reports one error per branch; the first
+        # error of the most specific location is the one a person needs.
+        key, problem = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise SpaceError(path, key, problem + more) from None
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file."""
+    p = Path(path)
+    if not p.is_file():
+        hint = "the shipped spaces are in search_spaces/ (lr_scaling.yaml, bevformer_base.yaml)"
+        raise SpaceError(p, None, "no such file", hint=hint)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpaceError(p, None, f"YAML syntax error at {where}{problem}") from None
+    return parse_space(data, p)
+
+
+def resolve_reference(
+    space: SearchSpace, trainer_values: dict[str, Any] | None, path: str | Path
+) -> tuple[Reference, dict[str, str]]:
+    """Merge the space file's reference over the trainer config's, and say where each came from.
+
+    The space file wins: it is what the user wrote for this sweep.
+    """
+    trainer_values = dict(trainer_values or {})
+    trainer_sources = trainer_values.pop("_sources", {})
+    given = space.reference.model_dump(exclude_none=True)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in Reference.field_names():
+        if name in given:
+            merged[name] = given[name]
+            sources[name] = f"{path}: reference.{name}"
+        elif trainer_values.get(name) is not None:
+            merged[name] = trainer_values[name]
+            sources[name] = trainer_sources.get(name, "trainer config")
+    missing = [n for n in Reference.required_names() if n not in merged]
+    if missing:
+        raise SpaceError(
+            path,
+            "reference",
+            f"missing {', '.join(missing)}: give them under reference: in the space file "
+            "or use a trainer whose config defines them"
+            + (" (the GPU count also by --reference-gpus N)" if "gpus" in missing else ""),
+        )
+    return Reference(**merged), sources
+
+
+__all__ = [
+    "LR_RULES",
+    "MIN_LR_RULES",
+    "PARAMS",
+    "PRUNERS",
+    "SAMPLERS",
+    "SEEDS",
+    "WARMUP_RULES",
+    "SearchSpace",
+    "load_space",
+    "parse_space",
+    "resolve_reference",
+]

@@ -1,0 +1,393 @@
+"""`scaleout report`: one sweep as a self-contained HTML page and as Markdown beside PNG files.
+
+Sections: the plan (reference, rules, ranges, seeds), the leaderboard, the plots, what the
+best trial changed against the rules, failures (with the tail of their logs) and cost. A sweep
+without a finished trial still gets its report (plan, failures, cost), saying so instead of
+drawing empty plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PLOT_TITLES = {
+    "nds_vs_lr": "Objective against lr, with the sqrt and linear rules",
+    "nds_vs_warmup": "Objective against warmup",
+    "nds_vs_min_lr_ratio": "Objective against min_lr_ratio",
+    "learning_curves": "Learning curves (pruned trials dashed)",
+    "pareto_front": "Objective against GPU-hours: the Pareto front",
+    "param_importance": "Parameter importance",
+}
+
+
+@dataclass
+class Report:
+    html: Path
+    markdown: Path
+    plots: list[Path] = field(default_factory=list)
+    finished: int = 0
+
+
+def fmt(value: Any, key: str = "") -> str:
+    """One cell as a reader wants it: lr-like values in e-notation, times as h:mm:ss."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    if key == "trial":
+        return f"t{int(value):03d}"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if key.endswith("wall_time_s") and isinstance(value, (int, float)):
+        from scaleout.results.format import fmt_duration
+
+        return fmt_duration(float(value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if key in ("lr", "min_lr_ratio", "reference_lr", "tuned_lr") or key.startswith("lr_"):
+            return f"{value:.2e}"
+        if value.is_integer() and abs(value) < 1e6 and key not in ("NDS", "mAP", "objective"):
+            return str(int(value))
+        if abs(value) >= 1000 or (value != 0 and abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def html_table(df: pd.DataFrame, *, index: bool = False) -> str:
+    cols = list(df.columns)
+    head = "".join(
+        f"<th>{html.escape(str(c))}</th>" for c in ([df.index.name or ""] if index else []) + cols
+    )
+    body = []
+    for idx, row in df.iterrows():
+        cells = [f"<td class='text'>{html.escape(str(idx))}</td>"] if index else []
+        for c in cols:
+            v = row[c]
+            cls = " class='text'" if isinstance(v, str) else ""
+            cells.append(f"<td{cls}>{html.escape(fmt(v, str(c)))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def md_table(df: pd.DataFrame, *, index: bool = False) -> str:
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in df.iterrows():
+        cells = [str(idx)] if index else []
+        cells += [fmt(row[c], str(c)).replace("|", "\\|") for c in df.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(
+    name: str,
+    workspace: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    mlflow_uri: str | None = None,
+) -> Report:
+    """Write report.html (plots embedded as base64 PNG) and report.md (+ PNG files) to `out`
+    (default: <sweep>/report/)."""
+    from scaleout.results import frame as analysis
+    from scaleout.results import plots
+
+    src = analysis.open_source(name, workspace, mlflow_uri=mlflow_uri)
+    df = analysis.load_sweep(name, workspace, mlflow_uri=src.mlflow_uri or "")
+    out_dir = Path(out) if out else src.sweep.dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = analysis.finished(df)
+    figures: dict[str, Any] = {}
+    if not done.empty:
+        epochs = analysis.load_epochs(name, workspace, mlflow_uri=src.mlflow_uri or "")
+        figures = plots.sweep_plots(df, epochs)
+    pngs: dict[str, bytes] = {}
+    paths = []
+    for key, fig in figures.items():
+        pngs[key] = plots.png_bytes(fig)
+        path = out_dir / f"{key}.png"
+        path.write_bytes(pngs[key])
+        paths.append(path)
+
+    sections = _sections(df, done, src)
+    html_path = out_dir / "report.html"
+    md_path = out_dir / "report.md"
+    html_path.write_text(_html(name, sections, pngs))
+    md_path.write_text(_markdown(name, sections, list(pngs)))
+    return Report(html_path, md_path, paths, len(done))
+
+
+def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
+    from scaleout.results import frame as analysis
+
+    plan, meta = df.attrs["plan"], df.attrs["meta"]
+    objective = df.attrs["objective"]
+    counts = df["state"].value_counts().to_dict()
+    ref = plan["reference"]
+    overview = pd.DataFrame(
+        {
+            "value": [
+                meta["gpus"],
+                plan["target"]["samples_per_gpu"],
+                plan["target"]["global_batch"],
+                f"{plan['scale']['k']:g}",
+                f"{meta['trainer']['name']}"
+                + (f" ({meta['trainer'].get('preset')})" if meta["trainer"].get("preset") else ""),
+                meta["executor"],
+                f"{objective} ({plan['objective']['direction']})",
+                ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "none",
+                meta.get("trials"),
+                meta.get("space_file"),
+            ]
+        },
+        index=pd.Index(
+            [
+                "GPUs",
+                "samples per GPU",
+                "global batch",
+                "k (global batch / reference's)",
+                "trainer",
+                "executor",
+                "objective",
+                "trials",
+                "budget",
+                "space file",
+            ],
+            name="",
+        ),
+    )
+    reference = pd.DataFrame(
+        {
+            "value": [
+                ref.get(k)
+                for k in ("gpus", "samples_per_gpu", "lr", "warmup_iters", "min_lr_ratio", "epochs")
+            ]
+        },
+        index=pd.Index(
+            ["GPUs", "samples per GPU", "lr", "warmup_iters", "min_lr_ratio", "epochs"], name=""
+        ),
+    )
+    rules = pd.DataFrame(
+        [
+            {"parameter": p, "rule": r, "prediction": v}
+            for p, preds in plan["rules"].items()
+            for r, v in preds.items()
+        ]
+    )
+    ranges = pd.DataFrame(
+        [
+            {"parameter": p, "low": r["low"], "high": r["high"], "log": r["log"]}
+            for p, r in plan["ranges"].items()
+        ]
+    )
+    seeds = pd.DataFrame(plan["seed_trials"])
+    best = None
+    best_note = "no completed trial yet"
+    if not df[df["state"] == "COMPLETE"].empty:
+        best = analysis.best_vs_rules(df)
+        b = analysis.best_trial(df)
+        head = f"best: t{int(b['trial']):03d} ({b['origin']}), {objective} "
+        head += fmt(b["objective"], objective)
+        if pd.notna(b["lr_vs_sqrt"]) and pd.notna(b["lr_vs_linear"]):
+            head += (
+                f" at lr {b['lr']:.2e} = {b['lr_vs_sqrt']:.2f}x the sqrt rule and "
+                f"{b['lr_vs_linear']:.2f}x the linear rule"
+            )
+        best_note = head
+    failed = df[df["state"] == "FAIL"]
+    failures = []
+    if len(failed):
+        by_number = {t.number: t for t in src.trials()}
+        for _, r in failed.iterrows():
+            t = by_number.get(int(r["trial"]))
+            info = (t.user_attrs.get("failure") if t is not None else None) or {}
+            failures.append(
+                {
+                    "trial": int(r["trial"]),
+                    "origin": r["origin"],
+                    "attempts": r["attempts"],
+                    "job": r["job_name"],
+                    "reason": info.get("reason") or r["failure"] or "unknown",
+                    "log_tail": info.get("log_tail") or "",
+                }
+            )
+    c = analysis.cost(df)
+    cost = pd.DataFrame(
+        {
+            "value": [
+                c["gpu_hours"],
+                ", ".join(f"{k.lower()} {v:.3f}" for k, v in c["gpu_hours_by_state"].items())
+                or "-",
+                c["trial_wall_time_s"],
+                c["sweep_wall_time_s"],
+                c["planned_gpu_hours_per_trial"],
+                c["planned_gpu_hours_total"],
+            ]
+        },
+        index=pd.Index(
+            [
+                "GPU-hours spent",
+                "GPU-hours by state",
+                "trial wall time (sum)",
+                "sweep wall time",
+                "planned GPU-hours per trial",
+                "planned GPU-hours in all",
+            ],
+            name="",
+        ),
+    )
+    cost_keys = [
+        "gpu_hours",
+        "",
+        "trial_wall_time_s",
+        "sweep_wall_time_s",
+        "gpu_hours",
+        "gpu_hours",
+    ]
+    return {
+        "overview": overview,
+        "reference": reference,
+        "rules": rules,
+        "ranges": ranges,
+        "seeds": seeds,
+        "notes": plan.get("notes") or [],
+        "leaderboard": analysis.leaderboard(df) if len(df) else None,
+        "finished": len(done),
+        "best": best,
+        "best_note": best_note,
+        "failures": failures,
+        "cost": cost,
+        "cost_keys": cost_keys,
+    }
+
+
+def _cost_table(cost: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"value": [fmt(v, k) if k else v for v, k in zip(cost["value"], keys, strict=True)]},
+        index=cost.index,
+    )
+
+
+CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;"
+    "padding:0 1em}h1{margin-bottom:0}.sub{color:#666;margin-top:.3em}"
+    "table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.2em}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+    "td.text{text-align:left}figure{margin:1em 0}figcaption{color:#555;font-size:13px}"
+    "img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.6em;"
+    "font-size:12px;overflow:auto;max-height:22em}.note{background:#fff6d6;padding:.5em 1em}"
+)
+
+
+def _html(name: str, s: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    e = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {e(name)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Sweep {e(name)}</h1><p class='sub'>{e(s['best_note'])}</p>",
+        "<h2>Plan</h2>",
+        html_table(s["overview"], index=True),
+        "<h3>Reference recipe</h3>",
+        html_table(s["reference"], index=True),
+        "<h3>Scaling rules</h3>",
+        html_table(s["rules"]),
+        "<h3>Searched ranges</h3>",
+        html_table(s["ranges"]),
+        "<h3>Seed trials</h3>",
+        html_table(s["seeds"]),
+    ]
+    parts += [f"<p class='note'>{e(n)}</p>" for n in s["notes"]]
+    parts.append("<h2>Leaderboard</h2>")
+    parts.append(
+        html_table(s["leaderboard"]) if s["leaderboard"] is not None else "<p>No trials yet.</p>"
+    )
+    parts.append("<h2>Plots</h2>")
+    if not s["finished"]:
+        parts.append("<p class='note'>No finished trials yet, so no plots.</p>")
+    for key, data in pngs.items():
+        b64 = base64.b64encode(data).decode()
+        parts.append(
+            f"<figure><img alt='{e(key)}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption>{e(PLOT_TITLES.get(key, key))}</figcaption></figure>"
+        )
+    parts.append("<h2>Best trial against the rules</h2>")
+    parts.append(
+        html_table(s["best"], index=True)
+        if s["best"] is not None
+        else "<p>No completed trial yet.</p>"
+    )
+    parts.append("<h2>Failures</h2>")
+    if not s["failures"]:
+        parts.append("<p>None.</p>")
+    for f in s["failures"]:
+        parts.append(
+            f"<h3>t{f['trial']:03d} ({e(str(f['origin']))}), {e(fmt(f['attempts']))} attempt(s), "
+            f"job {e(str(f['job']))}</h3><p>{e(f['reason'])}</p>"
+            + (f"<pre>{e(f['log_tail'])}</pre>" if f["log_tail"] else "")
+        )
+    parts.append("<h2>Cost</h2>")
+    parts.append(html_table(_cost_table(s["cost"], s["cost_keys"]), index=True))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _markdown(name: str, s: dict[str, Any], plot_keys: list[str]) -> str:
+    parts = [
+        f"# Sweep {name}",
+        "",
+        s["best_note"],
+        "",
+        "## Plan",
+        "",
+        md_table(s["overview"], index=True),
+        "",
+        "### Reference recipe",
+        "",
+        md_table(s["reference"], index=True),
+        "",
+        "### Scaling rules",
+        "",
+        md_table(s["rules"]),
+        "",
+        "### Searched ranges",
+        "",
+        md_table(s["ranges"]),
+        "",
+        "### Seed trials",
+        "",
+        md_table(s["seeds"]),
+        "",
+    ]
+    parts += [f"> {n}\n" for n in s["notes"]]
+    parts += ["## Leaderboard", ""]
+    parts.append(md_table(s["leaderboard"]) if s["leaderboard"] is not None else "No trials yet.")
+    parts += ["", "## Plots", ""]
+    if not s["finished"]:
+        parts.append("No finished trials yet, so no plots.\n")
+    for key in plot_keys:
+        parts += [f"![{PLOT_TITLES.get(key, key)}]({key}.png)", ""]
+    parts += ["## Best trial against the rules", ""]
+    parts.append(
+        md_table(s["best"], index=True) if s["best"] is not None else "No completed trial yet."
+    )
+    parts += ["", "## Failures", ""]
+    if not s["failures"]:
+        parts.append("None.")
+    for f in s["failures"]:
+        parts += [
+            f"### t{f['trial']:03d} ({f['origin']}), {fmt(f['attempts'])} attempt(s), "
+            f"job {f['job']}",
+            "",
+            f["reason"],
+            "",
+        ]
+        if f["log_tail"]:
+            parts += ["```", f["log_tail"], "```", ""]
+    parts += ["", "## Cost", "", md_table(_cost_table(s["cost"], s["cost_keys"]), index=True), ""]
+    return "\n".join(parts)

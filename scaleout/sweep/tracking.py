@@ -1,0 +1,342 @@
+"""MLflow tracking: one experiment per sweep, a parent run for the sweep, a child run per trial.
+
+The tracker talks to MLflow through `MlflowClient` only (no global active run), so that a
+resumed controller can continue runs by id. Every call is idempotent or guarded by the
+controller's bookkeeping (Attr.LOGGED_EPOCH), so a resume never duplicates a run or a point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from scaleout.core.errors import StateError
+
+SWEEP_TAG = "scaleout.sweep"
+UID_TAG = "scaleout.sweep_uid"
+KIND_TAG = "scaleout.kind"  # "sweep" on the parent run, "trial" on children
+# The MLflow 3 UI opens an experiment as a GenAI one unless told otherwise, and shows no metric
+# or param columns by default: a shared view (an experiment tag the UI reads) ranks the trials.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+LEADERBOARD_VIEW = "leaderboard"
+LEADERBOARD_VIEW_TAG = f"mlflow.sharedViewState.{LEADERBOARD_VIEW}"
+LEADERBOARD_METRICS = ("NDS", "mAP", "wall_time_s", "gpu_hours")
+LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio", "gpus", "origin")
+
+
+def default_tracking_uri(flag: str | None, workspace: Path) -> str:
+    """--mlflow-uri, else MLFLOW_TRACKING_URI, else a SQLite store in the workspace."""
+    if flag:
+        return flag
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{workspace / 'mlflow.db'}"
+
+
+def default_artifact_root(workspace: Path) -> str:
+    return (workspace / "mlartifacts").as_uri()
+
+
+def leaderboard_view(objective: str = "NDS") -> str:
+    """The experiment page's state for ranking trials: trial runs only, best first, with the
+    columns a user ranks by (MLflow's shared-view JSON: search facets + UI state)."""
+    import json
+
+    metrics = dict.fromkeys((objective, *LEADERBOARD_METRICS))
+    return json.dumps(
+        {
+            "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
+            "orderByKey": f"metrics.`{objective}`",
+            "orderByAsc": False,
+            "startTime": "ALL",
+            "lifecycleFilter": "Active",
+            "modelVersionFilter": "All Runs",
+            "datasetsFilter": [],
+            "selectedColumns": [f"metrics.`{m}`" for m in metrics]
+            + [f"params.`{p}`" for p in LEADERBOARD_PARAMS],
+            "runsExpanded": {},
+            "runsPinned": [],
+            "runsHidden": [],
+        }
+    )
+
+
+def leaderboard_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page that opens on the leaderboard view of a sweep's experiment."""
+    return (
+        f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?viewStateShareKey={LEADERBOARD_VIEW}&workflowType=machine_learning"
+    )
+
+
+class Tracker(Protocol):
+    def start_sweep(
+        self, name: str, uid: str, params: Mapping[str, Any], artifacts: Mapping[str, str]
+    ) -> str: ...
+
+    def start_trial(
+        self,
+        parent_id: str,
+        number: int,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> str: ...
+
+    def log_epochs(self, run_id: str, epochs: Mapping[int, Mapping[str, float]]) -> None: ...
+
+    def finish_trial(
+        self,
+        run_id: str,
+        status: str,
+        final: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: Mapping[str, str],
+    ) -> None: ...
+
+    def finish_sweep(
+        self, parent_id: str, summary: Mapping[str, Any], status: str = "FINISHED"
+    ) -> None: ...
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
+    }
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow keys allow alphanumerics, _ - . space / only."""
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in key)
+
+
+class MlflowTracker:
+    """The real tracker. `check()` fails fast (before any trial) when the store is unreachable."""
+
+    def __init__(self, uri: str, artifact_root: str | None = None) -> None:
+        self.uri = uri
+        self.artifact_root = artifact_root
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+            import logging
+
+            from mlflow.tracking import MlflowClient
+
+            # "Creating initial MLflow database tables..." is not news for a sweep's user.
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def check(self) -> None:
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise StateError(
+                f"cannot reach the MLflow tracking store {self.uri}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                hint="check --mlflow-uri / MLFLOW_TRACKING_URI",
+            ) from None
+
+    def experiment(self, name: str, uid: str) -> str:
+        if self._experiment_id is not None:
+            return self._experiment_id
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            exp_id = self.client.create_experiment(
+                name,
+                artifact_location=_artifact_location(self.artifact_root, name),
+                tags={
+                    UID_TAG: uid,
+                    SWEEP_TAG: name,
+                    EXPERIMENT_KIND_TAG: "custom_model_development",
+                    LEADERBOARD_VIEW_TAG: leaderboard_view(),
+                },
+            )
+        else:
+            if exp.tags.get(UID_TAG) not in (None, uid):
+                raise StateError(
+                    f"the MLflow experiment {name!r} belongs to another sweep of "
+                    f"that name (uid {exp.tags.get(UID_TAG)})",
+                    hint="choose another --name or another --mlflow-uri",
+                )
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            exp_id = exp.experiment_id
+        self._experiment_id = exp_id
+        return exp_id
+
+    def start_sweep(
+        self, name: str, uid: str, params: Mapping[str, Any], artifacts: Mapping[str, str]
+    ) -> str:
+        exp_id = self.experiment(name, uid)
+        found = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'", max_results=1
+        )
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(
+            exp_id,
+            run_name=f"sweep {name}",
+            tags={KIND_TAG: "sweep", SWEEP_TAG: name, UID_TAG: uid},
+        )
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        self.client.log_batch(
+            run_id, params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in params.items()]
+        )
+        for path in artifacts.values():
+            if Path(path).exists():
+                self.client.log_artifact(run_id, path)
+        return run_id
+
+    def start_trial(
+        self,
+        parent_id: str,
+        number: int,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> str:
+        parent = self.client.get_run(parent_id)
+        exp_id = parent.info.experiment_id
+        # Idempotent: a controller that died after creating the run finds it again.
+        found = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+            f"tags.`scaleout.trial` = '{number}'",
+            max_results=1,
+        )
+        if found:
+            return found[0].info.run_id
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            exp_id,
+            run_name=run_name,
+            tags={
+                "mlflow.parentRunId": parent_id,
+                KIND_TAG: "trial",
+                "scaleout.trial": str(number),
+                **tags,
+            },
+        )
+        self.client.log_batch(
+            run.info.run_id, params=[Param(mlflow_key(k), str(v)) for k, v in params.items()]
+        )
+        return run.info.run_id
+
+    def log_epochs(self, run_id: str, epochs: Mapping[int, Mapping[str, float]]) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        batch = [
+            Metric(mlflow_key(k), v, now, int(epoch))
+            for epoch, metrics in sorted(epochs.items())
+            for k, v in _finite(metrics).items()
+        ]
+        for i in range(0, len(batch), 900):  # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=batch[i : i + 900])
+
+    def logged_epochs(self, run_id: str, key: str) -> int:
+        """The last epoch already logged for `key` (0 if none): resume reconciles with this."""
+        history = self.client.get_metric_history(run_id, mlflow_key(key))
+        return max((int(m.step) for m in history), default=0)
+
+    def finish_trial(
+        self,
+        run_id: str,
+        status: str,
+        final: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: Mapping[str, str],
+    ) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = _now_ms()
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(mlflow_key(k), v, now, 0) for k, v in _finite(final).items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        for name, path in artifacts.items():
+            if Path(path).is_file():
+                with contextlib.suppress(Exception):  # an artifact is worth less than the run
+                    self.client.log_artifact(run_id, path, artifact_path=name)
+        self.client.set_terminated(run_id, status=status)
+
+    def finish_sweep(
+        self, parent_id: str, summary: Mapping[str, Any], status: str = "FINISHED"
+    ) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = _now_ms()
+        nums = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+        texts = {k: v for k, v in summary.items() if not isinstance(v, (int, float))}
+        self.client.log_batch(
+            parent_id,
+            metrics=[Metric(mlflow_key(k), v, now, 0) for k, v in _finite(nums).items()],
+            tags=[RunTag(f"scaleout.{k}", str(v)[:5000]) for k, v in texts.items()],
+        )
+        self.client.set_terminated(parent_id, status=status)
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, path, artifact_path=artifact_path)
+
+
+def _artifact_location(root: str | None, name: str) -> str | None:
+    if root is None:
+        return None
+    return f"{root.rstrip('/')}/{name}"
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+class NullTracker:
+    """Tracks nothing (for unit tests of the loop and for --no-mlflow)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+
+    def start_sweep(self, name, uid, params, artifacts) -> str:  # type: ignore[no-untyped-def]
+        self.runs.setdefault("sweep", {"status": "RUNNING", "epochs": {}})
+        return "sweep"
+
+    def start_trial(self, parent_id, number, run_name, params, tags) -> str:  # type: ignore[no-untyped-def]
+        run_id = f"trial-{number}"
+        self.runs.setdefault(
+            run_id, {"status": "RUNNING", "epochs": {}, "name": run_name, "params": dict(params)}
+        )
+        return run_id
+
+    def log_epochs(self, run_id, epochs) -> None:  # type: ignore[no-untyped-def]
+        run = self.runs.setdefault(run_id, {"status": "RUNNING", "epochs": {}})
+        for epoch, metrics in epochs.items():
+            run["epochs"].setdefault(epoch, []).append(dict(metrics))
+
+    def finish_trial(self, run_id, status, final, tags, artifacts) -> None:  # type: ignore[no-untyped-def]
+        self.runs.setdefault(run_id, {"epochs": {}}).update(
+            status=status, final=dict(final), tags=dict(tags)
+        )
+
+    def finish_sweep(self, parent_id, summary, status="FINISHED") -> None:  # type: ignore[no-untyped-def]
+        self.runs[parent_id].update(status=status, summary=dict(summary))

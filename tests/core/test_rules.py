@@ -1,0 +1,148 @@
+"""Table-driven tests of the pure scaling rules (FACTS sections 1 and 6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scaleout.core.rules import (
+    LrRule,
+    Range,
+    iters_per_epoch,
+    predict_min_lr_ratio,
+    predict_warmup,
+    scale,
+    span,
+    warmup_range,
+)
+
+
+@pytest.mark.parametrize(
+    ("samples", "gpus", "spg", "expected"),
+    [
+        (28130, 8, 1, 3517),  # FACTS 1: BEVFormer at 8 GPUs
+        (28130, 160, 1, 176),  # ... at 160 GPUs
+        (28130, 80, 1, 352),
+        (28130, 8, 2, 1759),  # each rank 3517 samples, 2 per step -> 1759 (last batch partial)
+        (1600, 160, 1, 10),  # divides exactly
+        (10, 160, 1, 1),  # more GPUs than samples: one padded step
+    ],
+)
+def test_iters_per_epoch(samples, gpus, spg, expected):
+    assert iters_per_epoch(samples, gpus, spg) == expected
+
+
+def test_scale_bevformer_160(bevformer_reference):
+    sc = scale(bevformer_reference, 160, 1)
+    assert sc.k == 20
+    assert (sc.reference_iters_per_epoch, sc.target_iters_per_epoch) == (3517, 176)
+    assert (sc.reference_total_iters, sc.target_total_iters) == (84408, 4224)
+
+
+def test_k_uses_global_batch_not_gpu_count(bevformer_reference):
+    # 80 GPUs x 2 samples is the same global batch as 160 x 1 (ARCHITECTURE decision 4).
+    assert scale(bevformer_reference, 80, 2).k == scale(bevformer_reference, 160, 1).k == 20
+
+
+@pytest.mark.parametrize(
+    ("rule", "gpus", "expected"),
+    [
+        (LrRule("reference"), 160, 2e-4),
+        (LrRule("sqrt"), 160, 2e-4 * math.sqrt(20)),
+        (LrRule("linear"), 160, 4e-3),
+        (LrRule("linear"), 80, 2e-3),
+        (LrRule("sqrt"), 8, 2e-4),
+        (LrRule("power", alpha=0.54), 160, 2e-4 * 20**0.54),  # FACTS 6: ~1e-3 observed
+        (LrRule("power", alpha=1.0), 160, 4e-3),
+        # noise rule: (1 + Bn/B0) / (1 + Bn/B1) with Bn = 64, B0 = 8, B1 = 160, alpha 0.5
+        (LrRule("noise", alpha=0.5, b_noise=64), 160, 2e-4 * math.sqrt(9 / 1.4)),
+        # a tiny noise scale means large batches do not help: lr barely moves
+        (LrRule("noise", alpha=0.5, b_noise=1e-9), 160, 2e-4),
+    ],
+)
+def test_lr_rules(bevformer_reference, rule, gpus, expected):
+    sc = scale(bevformer_reference, gpus, 1)
+    assert rule.predict(bevformer_reference.lr, sc) == pytest.approx(expected, rel=1e-9)
+
+
+def test_sqrt_at_160_is_the_published_figure(bevformer_reference):
+    sc = scale(bevformer_reference, 160, 1)
+    assert f"{LrRule('sqrt').predict(2e-4, sc):.3e}" == "8.944e-04"
+    assert pytest.approx(1e-3, rel=0.03) == 2e-4 * 20**0.54
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [("keep_iters", 500), ("keep_epochs", 25), ("keep_fraction", 25)],
+)
+def test_warmup_rules(bevformer_reference, rule, expected):
+    assert predict_warmup(rule, bevformer_reference, scale(bevformer_reference, 160, 1)) == expected
+
+
+def test_warmup_is_at_least_one_iteration(bevformer_reference):
+    sc = scale(bevformer_reference, 28130, 1)  # one iteration per epoch
+    assert predict_warmup("keep_epochs", bevformer_reference, sc) == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "lr", "expected"),
+    [
+        ("keep_ratio", 4e-3, 1e-3),
+        ("keep_floor", 4e-3, 5e-5),  # 2e-7 / 4e-3
+        ("keep_floor", 1e-3, 2e-4),
+        ("keep_floor", 1e-4, 1e-3),  # never above the reference ratio
+    ],
+)
+def test_min_lr_rules(bevformer_reference, rule, lr, expected):
+    assert predict_min_lr_ratio(rule, bevformer_reference, lr) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["cubic", ""])
+def test_unknown_rules_raise(bevformer_reference, name):
+    sc = scale(bevformer_reference, 160, 1)
+    with pytest.raises(ValueError, match="unknown"):
+        LrRule(name).predict(2e-4, sc)
+    with pytest.raises(ValueError, match="unknown"):
+        predict_warmup(name, bevformer_reference, sc)
+    with pytest.raises(ValueError, match="unknown"):
+        predict_min_lr_ratio(name, bevformer_reference, 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("values", "widen", "log", "expected"),
+    [
+        ([8.944e-4, 4e-3], 1.0, True, Range(8.944e-4, 4e-3)),
+        ([8.944e-4, 4e-3], 1.25, True, Range(8.944e-4 / 1.25, 5e-3)),
+        ([1.0], 2.0, True, Range(0.5, 2.0)),
+        ([2.0, 4.0], 2.0, False, Range(1.0, 5.0, log=False)),
+    ],
+)
+def test_span(values, widen, log, expected):
+    got = span(values, widen, log=log)
+    assert (got.low, got.high, got.log) == pytest.approx(
+        (expected.low, expected.high, expected.log)
+    )
+
+
+def test_span_rejects_narrowing():
+    with pytest.raises(ValueError):
+        span([1.0, 2.0], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("preds", "widen", "cap", "expected"),
+    [
+        ([500, 25], 1.5, 844, (16, 750)),
+        ([500, 25], 2.0, 844, (12, 844)),  # capped at 20% of 4,224
+        ([500], 1.0, 844, (500, 500)),
+    ],
+)
+def test_warmup_range(preds, widen, cap, expected):
+    rng = warmup_range(preds, widen, cap)
+    assert (rng.low, rng.high, rng.integer) == (*expected, True)
+
+
+def test_warmup_range_cap_leaves_no_room():
+    with pytest.raises(ValueError, match="below the smallest warmup"):
+        warmup_range([500, 25], 1.5, 10)

@@ -1,0 +1,507 @@
+"""The controller's loop with a fake clock and an in-process executor: no sleeps, no
+subprocesses. The Optuna storage is real (SQLite in tmp_path); MLflow is the NullTracker here
+and real in tests/test_sweep_e2e.py."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from scaleout.core.errors import UsageError
+from scaleout.core.job import (
+    Capacity,
+    JobHandle,
+    JobState,
+    JobStatus,
+    Layout,
+    TrialMetrics,
+    TrialSpec,
+)
+from scaleout.core.placement import layout_for
+from scaleout.core.plan import make_plan
+from scaleout.core.space import parse_space
+from scaleout.sweep.controller import Controller
+from scaleout.sweep.search import Attr, create_or_load, seed_study
+from scaleout.sweep.tracking import NullTracker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+@dataclass
+class Job:
+    spec: TrialSpec
+    name: str
+    start: float
+    lr: float
+    start_epoch: int = 0
+    cancelled: bool = False
+    fail_at_epoch: int | None = None
+    lost: bool = False
+
+
+@dataclass
+class World:
+    """What the fake 'cluster' holds: jobs survive a controller, like real ones."""
+
+    clock: FakeClock
+    epochs: int = 4
+    epoch_s: float = 10.0
+    jobs: dict[str, Job] = field(default_factory=dict)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # job name -> epoch it dies at
+
+    def nds(self, lr: float, epoch: int) -> float:
+        # Best near lr = 1e-3, improving with epochs: a smooth, deterministic landscape.
+        return round(0.5 * epoch / self.epochs * math.exp(-((math.log10(lr) + 3) ** 2)), 6)
+
+    def advance(self, job: Job) -> JobState:
+        wd = job.spec.work_dir
+        if job.cancelled:
+            return JobState.CANCELLED
+        done = min(self.epochs, job.start_epoch + int((self.clock.t - job.start) // self.epoch_s))
+        stop = self.failures.get(job.name)
+        if stop is not None and done >= stop:
+            done = stop
+        for e in range(job.start_epoch + 1, done + 1):
+            self.metrics.setdefault(wd, {})[e] = {"NDS": self.nds(job.lr, e), "mAP": 0.1}
+            self.checkpoints[wd] = e
+        if stop is not None and done >= stop:
+            return JobState.FAILED
+        return JobState.SUCCEEDED if done >= self.epochs else JobState.RUNNING
+
+
+class FakeExecutor:
+    name = "fake"
+
+    def __init__(self, world: World, slots: int = 2) -> None:
+        self.world = world
+        self.slots = slots
+        self.cancelled: list[str] = []
+
+    def capacity(self) -> Capacity:
+        return Capacity(nodes=1, gpus_per_node=0, slots=self.slots, virtual=True)
+
+    def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        lr = float(spec.argv[1])
+        start_epoch = self.world.checkpoints.get(spec.work_dir, 0) if spec.resume else 0
+        self.world.jobs[job_name] = Job(spec, job_name, self.world.clock.t, lr, start_epoch)
+        return JobHandle("fake", job_name, job_name, {"log": ""})
+
+    def poll(self, handles):
+        out = {}
+        for h in handles:
+            job = self.world.jobs.get(h.name)
+            if job is None or job.lost:
+                out[h.name] = JobStatus(JobState.NOT_FOUND, reason="lost")
+            else:
+                state = self.world.advance(job)
+                out[h.name] = JobStatus(
+                    state,
+                    1 if state == JobState.FAILED else 0,
+                    "crashed" if state == JobState.FAILED else "",
+                )
+        return out
+
+    def cancel(self, handle: JobHandle) -> None:
+        self.cancelled.append(handle.name)
+        self.world.jobs[handle.name].cancelled = True
+
+    def find(self, job_name, spec):
+        return (
+            JobHandle("fake", job_name, job_name, {"log": ""})
+            if job_name in self.world.jobs
+            else None
+        )
+
+
+class FakeTrainer:
+    name = "fake"
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def reference(self):
+        return {}
+
+    def render(self, params, layout, work_dir, *, resume, name):
+        return TrialSpec(
+            name=name,
+            work_dir=str(work_dir),
+            argv=("train", repr(params.lr)),
+            layout=layout,
+            resume=resume,
+        )
+
+    def read_metrics(self, work_dir: Path) -> TrialMetrics:
+        return TrialMetrics(epochs=dict(self.world.metrics.get(str(work_dir), {})))
+
+    def has_checkpoint(self, work_dir: Path) -> bool:
+        return self.world.checkpoints.get(str(work_dir), 0) > 0
+
+
+@pytest.fixture
+def world():
+    return World(FakeClock())
+
+
+def make(tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_name="s"):
+    from scaleout.core.rules import Reference
+
+    ref = Reference(
+        gpus=8,
+        samples_per_gpu=1,
+        lr=2e-4,
+        warmup_iters=500,
+        warmup_ratio=1 / 3,
+        min_lr_ratio=1e-3,
+        epochs=world.epochs,
+        train_samples=28130,
+    )
+    space = parse_space(
+        {
+            "budget": {"trials": trials},
+            "retries": {"max_attempts": attempts},
+            "pruner": pruner or {"type": "none"},
+            "sampler": {"seed": 1},
+        }
+    )
+    plan = make_plan(space, ref, 160)
+    study = create_or_load(f"sqlite:///{tmp_path / 'study.db'}", study_name, plan)
+    seed_study(study, plan)
+    executor = FakeExecutor(world, slots)
+    events = []
+    c = Controller(
+        study=study,
+        plan=plan,
+        trainer=FakeTrainer(world),
+        executor=executor,
+        tracker=NullTracker(),
+        sweep_name="s",
+        sweep_dir=tmp_path,
+        parent_run_id="p",
+        parallel=slots,
+        clock=world.clock,
+        poll_interval_s=5.0,
+        on_event=events.append,
+    )
+    c.tracker.start_sweep("s", "u", {}, {})
+    return c, executor, events
+
+
+def test_runs_seeds_first_then_samples_until_the_budget(tmp_path, world):
+    c, ex, events = make(tmp_path, world, trials=5)
+    assert c.run() == "budget spent"
+    trials = c.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert [t.user_attrs[Attr.ORIGIN] for t in trials] == [
+        "reference",
+        "sqrt",
+        "linear",
+        "sampled",
+        "sampled",
+    ]
+    assert trials[0].user_attrs[Attr.PARAMS]["lr"] == 2e-4
+    # the objective is the last epoch's NDS
+    lr = trials[1].user_attrs[Attr.PARAMS]["lr"]
+    assert trials[1].value == world.nds(lr, world.epochs)
+    assert trials[1].intermediate_values == {e: world.nds(lr, e) for e in range(1, 5)}
+
+
+def test_never_more_jobs_than_slots(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=6, slots=2)
+    c.reconcile()
+    peak = 0
+    while not c.step():
+        peak = max(peak, len(c.active))
+        world.clock.sleep(5)
+    assert peak == 2
+    assert len(world.jobs) == 6
+
+
+def test_sampled_min_lr_is_capped_at_the_reference_floor(tmp_path, world):
+    c, _, _ = make(tmp_path, world, trials=8)
+    c.run()
+    for t in c.study.get_trials():
+        p = t.user_attrs[Attr.PARAMS]
+        if t.user_attrs[Attr.ORIGIN] == "sampled":
+            assert p["lr"] * p["min_lr_ratio"] <= 2e-7 * (1 + 1e-9)
+            assert p["min_lr_ratio"] <= t.params["min_lr_ratio"]
+
+
+def test_crash_is_retried_from_checkpoint_with_lineage(tmp_path, world):
+    c, ex, events = make(tmp_path, world, trials=1)
+    world.failures["s-t000-a1"] = 2  # the first attempt dies after epoch 2
+    assert c.run() == "budget spent"
+    t = c.study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE
+    lineage = t.user_attrs[Attr.ATTEMPTS]
+    assert [a["attempt"] for a in lineage] == [1, 2]
+    assert lineage[0]["state"] == "failed" and lineage[0]["reason"] == "crashed"
+    assert lineage[1]["resumed_from_checkpoint"] is True
+    assert world.jobs["s-t000-a2"].start_epoch == 2  # continued, not restarted
+    assert t.user_attrs[Attr.RESULT]["attempts"] == 2
+    assert any(
+        e.kind == "failed" and "retrying from its last checkpoint" in e.message for e in events
+    )
+
+
+def test_fails_after_max_attempts_and_keeps_going(tmp_path, world):
+    c, ex, events = make(tmp_path, world, trials=2, attempts=2)
+    world.failures["s-t000-a1"] = 1
+    world.failures["s-t000-a2"] = 1
+    c.run()
+    states = [t.state for t in c.study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]
+    failure = c.study.get_trials()[0].user_attrs[Attr.FAILURE]
+    assert "attempt 2 of 2 failed" in failure["reason"]
+    assert c.tracker.runs["trial-0"]["status"] == "FAILED"
+
+
+def test_pruning_cancels_the_job(tmp_path, world):
+    # A median pruner after 3 complete trials prunes a poor trial at its first epoch.
+    c, ex, events = make(
+        tmp_path,
+        world,
+        trials=8,
+        slots=1,
+        pruner={"type": "median", "options": {"n_startup_trials": 3, "n_warmup_steps": 0}},
+    )
+    c.run()
+    pruned = [t for t in c.study.get_trials() if t.state == TrialState.PRUNED]
+    assert pruned, "a trial below the median should have been pruned"
+    for t in pruned:
+        name = f"s-t{t.number:03d}-a1"
+        assert name in ex.cancelled
+        assert c.tracker.runs[f"trial-{t.number}"]["status"] == "KILLED"
+
+
+def test_resume_reattaches_running_jobs_and_does_not_rerun_finished(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=4)
+    c.reconcile()
+    for _ in range(3):  # t000, t001 finish at 40 s; t002, t003 start then
+        c.step()
+        world.clock.sleep(20)
+    before = dict(world.jobs)
+    assert len(before) == 4
+    # The controller dies here; a new one opens the same study.
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    c2 = Controller(
+        study=study,
+        plan=c.plan,
+        trainer=c.trainer,
+        executor=FakeExecutor(world),
+        tracker=c.tracker,
+        sweep_name="s",
+        sweep_dir=tmp_path,
+        parent_run_id="p",
+        parallel=2,
+        clock=world.clock,
+        poll_interval_s=5.0,
+    )
+    assert c2.run() == "budget spent"
+    assert set(world.jobs) == set(before)  # nothing resubmitted
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 4
+    # epochs reported once each
+    for n in range(4):
+        assert all(len(v) == 1 for v in c.tracker.runs[f"trial-{n}"]["epochs"].values())
+
+
+def test_resume_launches_a_trial_whose_controller_died_before_submitting(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=1)
+    trial = c.study.ask(c.dists)  # asked, nothing stored: the controller died right here
+    assert trial.number == 0
+    c2, _, _ = make(tmp_path, world, trials=1)
+    assert c2.run() == "budget spent"
+    assert list(world.jobs) == ["s-t000-a1"]
+    assert c2.study.get_trials()[0].state == TrialState.COMPLETE
+
+
+def test_lost_job_on_resume_resumes_from_checkpoint(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=1)
+    c.reconcile()
+    c.step()
+    world.clock.sleep(25)
+    c.step()  # epochs 1-2 done, checkpoint at 2
+    world.jobs["s-t000-a1"].lost = True  # the machine rebooted: the process is gone
+    c2, _, _ = make(tmp_path, world, trials=1)
+    c2.run()
+    t = c2.study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE
+    assert world.jobs["s-t000-a2"].start_epoch == 2
+
+
+def test_stop_request_leaves_jobs_running(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=4)
+    c.reconcile()
+    c.step()
+    c.stop_requested = True
+    assert c.step() == "stopped"
+    assert ex.cancelled == []
+    assert len(c.active) == 2
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cap", "expected"),
+    [
+        (16, Capacity(4, 8, 4), Layout(2, 8, 16, True)),
+        (8, Capacity(4, 8, 4), Layout(1, 8, 8, True)),
+        (4, Capacity(4, 8, 8), Layout(1, 4, 4, True)),
+        (160, Capacity(1, 0, 2, virtual=True), Layout(1, 1, 160, False)),
+        (160, Capacity(1, 8, 1, virtual=True), Layout(1, 8, 160, True)),
+        (160, Capacity(1, 8, 2, virtual=True), Layout(1, 4, 160, True)),
+        (24, Capacity(1, 0, 1, virtual=True), Layout(1, 2, 24, False)),  # procs_per_trial 2
+        # procs_per_node: fewer processes than GPUs on whole nodes (fake-GPU test clusters)
+        (16, Capacity(4, 8, 4, procs_per_node=1), Layout(2, 1, 16, False)),
+        (160, Capacity(20, 8, 20, procs_per_node=2), Layout(20, 2, 160, False)),
+        (8, Capacity(4, 8, 4, procs_per_node=1), Layout(1, 1, 8, False)),
+        (6, Capacity(4, 8, 4, procs_per_node=4), Layout(1, 3, 6, False)),
+        (16, Capacity(4, 8, 4, procs_per_node=8), Layout(2, 8, 16, True)),
+    ],
+)
+def test_layout(gpus, cap, expected):
+    procs = 2 if gpus == 24 else 1
+    assert layout_for(gpus, cap, cap.slots, procs) == expected
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cap", "words"),
+    [
+        (12, Capacity(4, 8, 4), "does not fill whole nodes of 8 GPUs"),
+        (40, Capacity(4, 8, 4), "does not fit this cluster (4 nodes x 8 GPUs = 32)"),
+        (12, Capacity(4, 8, 4, procs_per_node=1), "does not fill whole nodes of 8 GPUs"),
+        (48, Capacity(4, 8, 4, procs_per_node=1), "(4 nodes x 8 GPUs = 32)"),
+        (
+            24,
+            Capacity(4, 8, 4, max_nodes_per_job=2, where="Slurm partition 'p'"),
+            "needs 3 nodes of 8 GPUs, but Slurm partition 'p' allows at most 2 node(s) per job",
+        ),
+    ],
+)
+def test_layout_refusals(gpus, cap, words):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        layout_for(gpus, cap, 1)
+
+
+def make_with(tmp_path, world, space_extra: dict, trials: int = 6, wall_time_h: float = 44.4):
+    from scaleout.core.rules import Reference
+
+    ref = Reference(
+        gpus=8,
+        samples_per_gpu=1,
+        lr=2e-4,
+        warmup_iters=500,
+        warmup_ratio=1 / 3,
+        min_lr_ratio=1e-3,
+        epochs=world.epochs,
+        train_samples=28130,
+        wall_time_h=wall_time_h,
+    )
+    plan = make_plan(parse_space({"budget": {"trials": trials}, **space_extra}), ref, 160)
+    study = create_or_load(f"sqlite:///{tmp_path / 'study.db'}", "s", plan)
+    seed_study(study, plan)
+    return Controller(
+        study=study,
+        plan=plan,
+        trainer=FakeTrainer(world),
+        executor=FakeExecutor(world, 2),
+        tracker=NullTracker(),
+        sweep_name="s",
+        sweep_dir=tmp_path,
+        parent_run_id="p",
+        parallel=2,
+        clock=world.clock,
+        poll_interval_s=5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        {"type": "tpe"},
+        {"type": "random"},
+        {"type": "qmc"},
+        {"type": "cmaes"},
+        {"type": "gp", "options": {"n_startup_trials": 4}},
+        {"type": "grid", "options": {"points": 2}},
+    ],
+)
+def test_every_sampler_drives_a_sweep(tmp_path, world, sampler):
+    c = make_with(tmp_path, world, {"sampler": sampler})
+    assert c.run() == "budget spent"
+    trials = c.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    sampled = [t.params["lr"] for t in trials if t.user_attrs[Attr.ORIGIN] == "sampled"]
+    lr_range = c.plan.ranges["lr"]
+    assert sampled and all(lr_range.low <= v <= lr_range.high for v in sampled)
+
+
+@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
+def test_every_pruner_prunes_poor_trials(tmp_path, world, pruner):
+    world.epochs = 8
+    opts = {
+        "median": {"n_startup_trials": 2, "n_warmup_steps": 0},
+        "asha": {"min_resource": 1, "reduction_factor": 2},
+        "hyperband": {"min_resource": 1, "reduction_factor": 2},
+    }[pruner]
+    c = make_with(
+        tmp_path,
+        world,
+        {"pruner": {"type": pruner, "options": opts}, "sampler": {"type": "random", "seed": 3}},
+        trials=12,
+    )
+    c.run()
+    states = [t.state for t in c.study.get_trials()]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert len(states) == 12
+
+
+def test_gpu_hour_budget_stops_launching(tmp_path, world):
+    # The plan estimates 0.8 GPU-hours a trial (0.1 h x 8 GPUs), so a 4 GPU-hour budget plans
+    # 5 trials; the fake trials really take 40 s x 160 GPUs = 1.8 GPU-hours each, and the
+    # controller stops launching once the hours are spent, before the 5th.
+    c = make_with(
+        tmp_path, world, {"budget": {"trials": 10, "gpu_hours": 4}}, trials=10, wall_time_h=0.1
+    )
+    assert c.plan.trials == 5
+    c.run()
+    done = [t for t in c.study.get_trials() if t.state.is_finished()]
+    assert 2 <= len(done) <= 4
+    assert c.gpu_hours_used() >= 4.0
+    for t in done:
+        assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(40 * 160 / 3600, rel=0.2)
+
+
+def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
+    rendered = []
+
+    class Recording(FakeTrainer):
+        def render(self, params, layout, work_dir, *, resume, name):
+            rendered.append(params)
+            return super().render(params, layout, work_dir, resume=resume, name=name)
+
+    c = make_with(
+        tmp_path,
+        world,
+        {"search": {"fixed": {"seed": 3, "epochs": 4, "warmup_ratio": 0.5, "wd": 0.05}}},
+        trials=1,
+    )
+    c.trainer = Recording(world)
+    c.run()
+    (p,) = rendered
+    assert (p.seed, p.epochs, p.warmup_ratio) == (3, 4, 0.5)
+    assert p.extra == {"wd": 0.05}
