@@ -194,9 +194,15 @@ class JobHandle:
 
 @dataclass(frozen=True)
 class JobStatus:
+    """What an executor says of a job. `started_at`/`ended_at` are the job's own start and end
+    (Unix seconds, as the executor measured them: the wrapper's files, sacct, Ray's job info),
+    None where it did not say; GPU time is priced from them, never from submission."""
+
     state: JobState
     exit_code: int | None = None
     reason: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True)
