@@ -168,12 +168,14 @@ class JobState(enum.Enum):
 
 @dataclass(frozen=True)
 class JobHandle:
-    """What the trial stores to find its job again: executor name, job name and id, extras."""
+    """What the trial stores to find its job again: executor name, job name and id, the job's
+    combined log (`log`, a path; "" where the executor keeps none), executor-specific extras."""
 
     executor: str
     name: str
     job_id: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -182,6 +184,7 @@ class JobHandle:
                 "name": self.name,
                 "job_id": self.job_id,
                 "data": self.data,
+                "log": self.log,
             },
             sort_keys=True,
         )
@@ -189,7 +192,10 @@ class JobHandle:
     @classmethod
     def from_json(cls, text: str) -> JobHandle:
         d = json.loads(text)
-        return cls(d["executor"], d["name"], d.get("job_id", ""), d.get("data", {}))
+        data = dict(d.get("data", {}))
+        # Handles stored before `log` was a field kept it in data.
+        log = d.get("log") or data.pop("log", "")
+        return cls(d["executor"], d["name"], d.get("job_id", ""), data, log)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from scaleout.core.rules import (
 )
 from scaleout.core.space import SearchSpace
 
-SCHEMA = "scaleout.core.plan/1"
+SCHEMA = "scaleout.plan/1"
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ def _trials(space: SearchSpace, cost: Cost, path: str) -> int:
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """The `scaleout plan --json` document (schema scaleout.core.plan/1, see docs/plan.md)."""
+    """The `scaleout plan --json` document (schema scaleout.plan/1, see docs/plan.md)."""
     ref = plan.reference
     sc = plan.scale
     sp = plan.space

@@ -125,11 +125,11 @@ class LocalExecutor:
             data={
                 "job_dir": str(job_dir),
                 "pid": child.pid,
-                "log": str(log),
                 "host": socket.gethostname(),
                 "gpus": gpus,
                 "start_ticks": process_start_ticks(child.pid),
             },
+            log=str(log),
         )
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -202,8 +202,8 @@ class LocalExecutor:
                 "host": info["host"],
                 "start_ticks": info["start_ticks"],
                 "gpus": [],
-                "log": str(Path(spec.work_dir) / f"{job_name}.log"),
             },
+            log=str(Path(spec.work_dir) / f"{job_name}.log"),
         )
 
 

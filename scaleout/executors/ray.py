@@ -208,7 +208,8 @@ class RayExecutor:
             executor=self.name,
             name=name,
             job_id=name,
-            data={"job_dir": str(work / ".jobs" / name), "log": str(work / f"{name}.log")},
+            data={"job_dir": str(work / ".jobs" / name)},
+            log=str(work / f"{name}.log"),
         )
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:

@@ -233,7 +233,8 @@ class SlurmExecutor:
             executor=self.name,
             name=name,
             job_id=job_id,
-            data={"job_dir": str(job_dir), "log": str(log)},
+            data={"job_dir": str(job_dir)},
+            log=str(log),
         )
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:

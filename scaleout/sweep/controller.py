@@ -427,7 +427,7 @@ class Controller:
         trial.set_user_attr(Attr.RESULT, result)
         failure = ""
         if tail and act.handle is not None:
-            failure = log_tail(Path(act.handle.data.get("log", "")))
+            failure = log_tail(Path(act.handle.log))
             trial.set_user_attr(Attr.FAILURE, {"reason": why, "log_tail": failure})
         crash_point("before_tell")
         self.study.tell(act.number, value if state == TrialState.COMPLETE else None, state=state)
@@ -436,8 +436,8 @@ class Controller:
             state, "FAILED"
         )
         artifacts = {"config": str(act.work_dir / "trial_config.py")}
-        if act.handle is not None and act.handle.data.get("log"):
-            artifacts["log"] = act.handle.data["log"]
+        if act.handle is not None and act.handle.log:
+            artifacts["log"] = act.handle.log
         # Per-epoch metrics are already in the run's history (its last point is the final
         # value MLflow shows); only whole-trial figures are logged here.
         per_epoch = {k for m in act.metrics.epochs.values() for k in m}

@@ -182,4 +182,4 @@ def test_json_keys_are_stable(bevformer_reference):
         "trainer",
         "notes",
     ]
-    assert d["schema"] == "scaleout.core.plan/1"
+    assert d["schema"] == "scaleout.plan/1"

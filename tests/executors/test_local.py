@@ -56,7 +56,7 @@ def test_success_writes_files_env_and_log(tmp_path):
     h = ex.submit(s, "job-a1")
     st = wait_state(ex, h, {JobState.SUCCEEDED, JobState.FAILED})
     assert st.state == JobState.SUCCEEDED and st.exit_code == 0
-    log = Path(h.data["log"]).read_text()
+    log = Path(h.log).read_text()
     assert "cfg lr = 0.1" in log
     assert "cuda ''" in log  # no GPU handed out
     assert f"threads {max(1, (os.cpu_count() or 1) // 2)}" in log
@@ -75,7 +75,7 @@ def test_missing_program_is_a_failure_not_a_hang(tmp_path):
     h = ex.submit(s, "job-a1")
     st = wait_state(ex, h, {JobState.FAILED})
     assert st.exit_code == 127
-    assert "could not start /no/such/trainer" in Path(h.data["log"]).read_text()
+    assert "could not start /no/such/trainer" in Path(h.log).read_text()
 
 
 def test_cancel_stops_the_process_group(tmp_path):

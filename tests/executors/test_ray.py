@@ -120,7 +120,7 @@ def test_two_bundles_on_two_nodes_rendezvous_at_rank_0(ray_cluster, helpers, tmp
     h = ex.submit(spec, "rr-t000-a1")
     st = wait_state(helpers, ex, h, {JobState.SUCCEEDED, JobState.FAILED})
     assert st.state == JobState.FAILED and st.exit_code == 3, st  # the worst node's code
-    rank0 = Path(h.data["log"]).read_text().split()
+    rank0 = Path(h.log).read_text().split()
     rank1 = (tmp_path / "rr-t000-a1.node1.log").read_text().split()
     assert rank0[:2] == ["node", "0"] and rank1[:2] == ["node", "1"]
     assert rank0[3:6] == rank1[3:6] and rank0[5:] == ["x", "lr", "=", "0.1"]

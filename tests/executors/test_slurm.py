@@ -77,7 +77,7 @@ def test_two_node_jobs_run_at_once_and_report_exit_codes(slurm_cluster, helpers,
     h_bad = ex.submit(bad, "s-t001-a1")
     st_ok = wait_state(helpers, ex, h_ok, {JobState.SUCCEEDED, JobState.FAILED})
     st_bad = wait_state(helpers, ex, h_bad, {JobState.SUCCEEDED, JobState.FAILED})
-    log = Path(h_ok.data["log"]).read_text()
+    log = Path(h_ok.log).read_text()
     assert st_ok.state == JobState.SUCCEEDED, log
     info = json.loads(Path(h_ok.data["job_dir"], "exit.json").read_text())  # written by the job
     assert info["returncode"] == 0
@@ -104,7 +104,7 @@ def test_cancel_stops_every_node_and_is_safe_twice(slurm_cluster, helpers, tmp_p
     h = ex.submit(spec, "c-t000-a1")
     wait_state(helpers, ex, h, {JobState.RUNNING})
     # RUNNING comes with the allocation: the log appears a moment later, when the script starts
-    log = Path(h.data["log"])
+    log = Path(h.log)
     helpers.wait_for(lambda: log.exists() and log.read_text().count("up") == 2, 30, "2 nodes up")
     ex.cancel(h)
     st = wait_state(helpers, ex, h, {JobState.CANCELLED, JobState.FAILED}, timeout=30)
@@ -147,7 +147,7 @@ def test_status_without_slurm_memory_and_failed_polls(helpers, tmp_path, monkeyp
         for f, text in files.items():
             (gone / name / f).write_text(text)
     handles = [
-        JobHandle("slurm", n, str(990000 + i), {"job_dir": str(gone / n), "log": ""})
+        JobHandle("slurm", n, str(990000 + i), {"job_dir": str(gone / n)})
         for i, n in enumerate(sorted(os.listdir(gone)))
     ]
     states = {n: s.state for n, s in executor().poll(handles).items()}
@@ -221,7 +221,7 @@ def test_real_accounting_is_detected_and_answers_from_sacct(
         return st.state.finished and st
 
     st = helpers.wait_for(live_ended, 60, "the trial to end")
-    assert st == JobStatus(JobState.SUCCEEDED, 0), Path(h.data["log"]).read_text()[-2000:]
+    assert st == JobStatus(JobState.SUCCEEDED, 0), Path(h.log).read_text()[-2000:]
     assert live.accounting is True
     assert set(seen[:-1]) <= {JobState.PENDING, JobState.RUNNING}, seen
 
@@ -250,7 +250,7 @@ def test_real_accounting_is_detected_and_answers_from_sacct(
     run = ex._run
     monkeypatch.setattr(ex, "_run", lambda *argv: asked.append(argv[0]) or run(*argv))
     handles = [
-        JobHandle("slurm", name, job_id, {"job_dir": str(tmp_path / ".jobs" / name), "log": ""})
+        JobHandle("slurm", name, job_id, {"job_dir": str(tmp_path / ".jobs" / name)})
         for name, job_id in ids.items()
     ]
     out = ex.poll(handles)

@@ -100,7 +100,7 @@ class FakeExecutor:
         lr = float(spec.argv[1])
         start_epoch = self.world.checkpoints.get(spec.work_dir, 0) if spec.resume else 0
         self.world.jobs[job_name] = Job(spec, job_name, self.world.clock.t, lr, start_epoch)
-        return JobHandle("fake", job_name, job_name, {"log": ""})
+        return JobHandle("fake", job_name, job_name)
 
     def poll(self, handles):
         out = {}
@@ -122,11 +122,7 @@ class FakeExecutor:
         self.world.jobs[handle.name].cancelled = True
 
     def find(self, job_name, spec):
-        return (
-            JobHandle("fake", job_name, job_name, {"log": ""})
-            if job_name in self.world.jobs
-            else None
-        )
+        return JobHandle("fake", job_name, job_name) if job_name in self.world.jobs else None
 
 
 class FakeTrainer:
