@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from scaleout.core.knobs import KNOBS
 from scaleout.core.plan import Plan
 
 
@@ -27,7 +28,10 @@ def fmt(value: float | int | None, kind: str = "g") -> str:
     return f"{value:.4g}"
 
 
-_KIND = {"lr": "lr", "warmup_iters": "int", "min_lr_ratio": "lr"}
+def _kind(name: str) -> str:
+    """How a knob's values print: whole numbers, or three significant digits."""
+    k = KNOBS.get(name)
+    return "g" if k is None else ("int" if k.integer else "lr")
 
 
 def print_plan(plan: Plan, console: Console | None = None) -> None:
@@ -65,12 +69,9 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     t.add_column("parameter")
     t.add_column("rule")
     t.add_column("prediction", justify="right")
-    for label, v in plan.lr_predictions.items():
-        t.add_row("lr", label, fmt(v, "lr"))
-    for label, v in plan.warmup_predictions.items():
-        t.add_row("warmup_iters", label, fmt(v, "int"))
-    for label, v in plan.min_lr_predictions.items():
-        t.add_row("min_lr_ratio", label, fmt(v, "lr"))
+    for name, kp in plan.knobs.items():
+        for label, v in kp.predictions.items():
+            t.add_row(name, label, fmt(v, _kind(name)))
     console.print(t)
 
     t = Table(title="Search", title_justify="left")
@@ -79,22 +80,23 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     t.add_column("high", justify="right")
     t.add_column("scale")
     for name, rng in plan.ranges.items():
-        kind = _KIND.get(name, "g")
+        kind = _kind(name)
         t.add_row(name, fmt(rng.low, kind), fmt(rng.high, kind), "log" if rng.log else "linear")
     for name, value in plan.fixed.items():
         t.add_row(name, str(value), "", "fixed")
     console.print(t)
-    if plan.floor_cap is not None and "min_lr_ratio" in plan.ranges:
-        console.print(
-            f"  min_lr_ratio is capped per trial so lr x ratio <= {plan.floor_cap:.3g} "
-            "(the reference floor)"
-        )
+    for name, kp in plan.knobs.items():
+        if kp.cap is not None and kp.range is not None:
+            console.print(
+                f"  {name} is capped per trial so lr x ratio <= {kp.cap:.3g} (the reference floor)"
+            )
 
     t = Table(title="Seed trials (run first)", title_justify="left")
-    for col in ("origin", "lr", "warmup_iters", "min_lr_ratio"):
-        t.add_column(col, justify="left" if col == "origin" else "right")
+    t.add_column("origin")
+    for name in plan.knobs:
+        t.add_column(name, justify="right")
     for s in plan.seeds:
-        t.add_row(s.origin, fmt(s.lr, "lr"), fmt(s.warmup_iters, "int"), fmt(s.min_lr_ratio, "lr"))
+        t.add_row(s.origin, *(fmt(s.values[name], _kind(name)) for name in plan.knobs))
     console.print(t)
 
     c = plan.cost

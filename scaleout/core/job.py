@@ -18,25 +18,48 @@ NODE_PLACEHOLDERS = ("{node_rank}", "{master_addr}", "{master_port}")
 
 @dataclass(frozen=True)
 class TrialParams:
-    """The hyperparameters of one trial, in the units the scaling rules use.
+    """The values one trial runs with, in the units the scaling rules use.
 
-    `gpus` is the data-parallel GPU count the trial stands for (it may be virtual on a
-    machine with fewer GPUs); global batch = gpus x samples_per_gpu.
+    `values` maps each knob (lr, warmup_iters, min_lr_ratio, ...) and each pinned setting of
+    `search.fixed` (seed, epochs, warmup_ratio, ...) to its value; trainers map the names they
+    know to their own config keys. `gpus` is the data-parallel GPU count the trial stands for
+    (it may be virtual on a machine with fewer GPUs); global batch = gpus x samples_per_gpu.
     """
 
-    lr: float
-    warmup_iters: int
-    min_lr_ratio: float
+    values: dict[str, Any]
     gpus: int
     samples_per_gpu: int
-    warmup_ratio: float | None = None
-    epochs: int | None = None
-    seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
 
     @property
     def global_batch(self) -> int:
         return self.gpus * self.samples_per_gpu
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat record stored on the trial (and shown in MLflow): values and the batch."""
+        return {
+            **self.values,
+            "gpus": self.gpus,
+            "samples_per_gpu": self.samples_per_gpu,
+            "global_batch": self.global_batch,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialParams:
+        values = {
+            k: v for k, v in d.items() if k not in ("gpus", "samples_per_gpu", "global_batch")
+        }
+        return cls(values, gpus=int(d["gpus"]), samples_per_gpu=int(d["samples_per_gpu"]))
+
+    @classmethod
+    def of(cls, gpus: int, samples_per_gpu: int, **values: Any) -> TrialParams:
+        """`TrialParams.of(160, 1, lr=1e-3, warmup_iters=600, min_lr_ratio=1e-4)`."""
+        return cls(values, gpus=gpus, samples_per_gpu=samples_per_gpu)
 
 
 @dataclass(frozen=True)
@@ -81,40 +104,6 @@ class TrialSpec:
     container: str | None = None
     cwd: str | None = None
     launch: str = "node"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "work_dir": self.work_dir,
-            "argv": list(self.argv),
-            "layout": {
-                "nnodes": self.layout.nnodes,
-                "procs_per_node": self.layout.procs_per_node,
-                "virtual_gpus": self.layout.virtual_gpus,
-                "use_gpu": self.layout.use_gpu,
-            },
-            "env": dict(self.env),
-            "files": dict(self.files),
-            "resume": self.resume,
-            "container": self.container,
-            "cwd": self.cwd,
-            "launch": self.launch,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
-        return cls(
-            name=d["name"],
-            work_dir=d["work_dir"],
-            argv=tuple(d["argv"]),
-            layout=Layout(**d["layout"]),
-            env=dict(d.get("env", {})),
-            files=dict(d.get("files", {})),
-            resume=bool(d.get("resume", False)),
-            container=d.get("container"),
-            cwd=d.get("cwd"),
-            launch=d.get("launch", "node"),
-        )
 
 
 @dataclass(frozen=True)

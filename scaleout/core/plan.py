@@ -12,16 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import SpaceError, UsageError
-from scaleout.core.rules import (
-    Range,
-    Reference,
-    Scale,
-    predict_min_lr_ratio,
-    predict_warmup,
-    scale,
-    span,
-    warmup_range,
-)
+from scaleout.core.job import TrialParams
+from scaleout.core.knobs import KNOBS, KnobPlan, PlanContext
+from scaleout.core.rules import Range, Reference, Scale, scale
 from scaleout.core.space import SearchSpace
 
 SCHEMA = "scaleout.plan/1"
@@ -32,12 +25,17 @@ class SeedTrial:
     """A point the sweep runs first: the reference unchanged, then the rules' predictions."""
 
     origin: str
-    lr: float
-    warmup_iters: int
-    min_lr_ratio: float
+    values: dict[str, Any]
 
-    def params(self) -> dict[str, float | int]:
-        return {"lr": self.lr, "warmup_iters": self.warmup_iters, "min_lr_ratio": self.min_lr_ratio}
+    def params(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def __getattr__(self, name: str) -> Any:
+        # seed.lr, seed.warmup_iters: a knob's value by its name.
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -57,15 +55,11 @@ class Plan:
     gpus: int
     samples_per_gpu: int
     scale: Scale
-    lr_predictions: dict[str, float]
-    warmup_predictions: dict[str, int]
-    min_lr_predictions: dict[str, float]
-    ranges: dict[str, Range]
-    fixed: dict[str, Any]
+    knobs: dict[str, KnobPlan]
     seeds: tuple[SeedTrial, ...]
     trials: int
     cost: Cost
-    floor_cap: float | None
+    fixed_settings: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -76,12 +70,40 @@ class Plan:
     def direction(self) -> str:
         return self.space.objective.direction
 
-    def effective_min_lr_ratio(self, lr: float, ratio: float) -> float:
-        """The ratio a trial runs with: capped so lr x ratio stays at or below the reference
-        floor when the space asks for it (the cap couples min_lr to the sampled lr)."""
-        if self.floor_cap is None or ratio == 0:
-            return ratio
-        return min(ratio, self.floor_cap / lr)
+    @property
+    def ranges(self) -> dict[str, Range]:
+        """The searched knobs and their ranges, in knob order."""
+        return {n: kp.range for n, kp in self.knobs.items() if kp.range is not None}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """What every trial runs with unchanged: `search.fixed` and the knobs fixed by value."""
+        out = dict(self.fixed_settings)
+        out.update({n: kp.fixed for n, kp in self.knobs.items() if kp.fixed is not None})
+        return out
+
+    def predictions(self, knob: str) -> dict[str, float]:
+        return self.knobs[knob].predictions
+
+    def trial_params(
+        self, sampled: dict[str, Any], seed: dict[str, Any] | None = None
+    ) -> TrialParams:
+        """What a trial runs with: the fixed values, then the sampled ones, then (for a seed
+        trial) the seed's own values. Sampled points are coupled (min_lr_ratio capped by the
+        trial's lr); seeds run exactly as planned."""
+        values: dict[str, Any] = {**self.fixed, **sampled, **(seed or {})}
+        for name, kp in self.knobs.items():
+            if name in values and not seed:
+                values[name] = KNOBS[name].couple(values[name], values, kp)
+            elif name in values and KNOBS[name].integer:
+                values[name] = int(values[name])
+        return TrialParams(values, gpus=self.gpus, samples_per_gpu=self.samples_per_gpu)
+
+
+def describe(values: dict[str, Any]) -> str:
+    """A trial in a few characters, for run names: `lr=1.2e-02 wu=24`."""
+    shown = [k for k in KNOBS.values() if k.abbrev and k.name in values][:2]
+    return " ".join(f"{k.abbrev}={k.short(values[k.name])}" for k in shown)
 
 
 def _target_spg(space: SearchSpace, ref: Reference, samples_per_gpu: int | None) -> int:
@@ -106,102 +128,22 @@ def make_plan(
     path = str(space_path)
     s = space.search
     sc = scale(reference, gpus, spg, s.fixed.get("epochs"))
+    ctx = PlanContext(reference, sc, path, tuple(space.seeds))
+    for name, k in KNOBS.items():
+        spec = getattr(s, name)
+        if spec is not None:  # a knob that is off has no section
+            ctx.derived[name] = k.derive(spec, ctx)
+    knobs = dict(ctx.derived)
+    seeds = _seed_trials(space, ctx)
+
     notes: list[str] = []
-
-    # lr: the rules' predictions, spanned and widened on a log axis (or as the user fixed it).
-    lr_predictions = {r.label: r.predict(reference.lr, sc) for r in s.lr.lr_rules()}
-    for name in ("reference", "sqrt", "linear"):
-        if name in space.seeds and name not in lr_predictions:
-            lr_predictions[name] = _seed_lr(name, reference, sc)
-    ranges: dict[str, Range] = {}
-    fixed: dict[str, Any] = dict(s.fixed)
-    rule_lrs = [r.predict(reference.lr, sc) for r in s.lr.lr_rules()]
-    if s.lr.fixed is not None:
-        fixed["lr"] = s.lr.fixed
-    elif s.lr.range is not None:
-        ranges["lr"] = Range(*s.lr.range, log=s.lr.log)
-    else:
-        ranges["lr"] = span(rule_lrs, s.lr.widen, log=s.lr.log)
-
-    # warmup: iterations by rule, capped at a fraction of the target's total iterations.
-    total = sc.target_total_iters
-    cap = math.floor(s.warmup_iters.cap_fraction * total)
-    warmup_predictions = {w: predict_warmup(w, reference, sc) for w in s.warmup_iters.rules}
-    if s.warmup_iters.fixed is not None:
-        fixed["warmup_iters"] = s.warmup_iters.fixed
-    elif s.warmup_iters.range is not None:
-        lo, hi = s.warmup_iters.range
-        if lo >= total:
-            raise SpaceError(
-                path,
-                "search.warmup_iters.range",
-                f"starts at {lo} but a trial has only {total} iterations in all",
-            )
-        ranges["warmup_iters"] = Range(lo, min(hi, total), log=True, integer=True)
-    else:
-        try:
-            ranges["warmup_iters"] = warmup_range(
-                warmup_predictions.values(), s.warmup_iters.widen, cap
-            )
-        except ValueError as exc:
-            raise SpaceError(
-                path,
-                "search.warmup_iters.cap_fraction",
-                f"{s.warmup_iters.cap_fraction:g} x {total} total iterations leaves no room: {exc}",
-                hint="raise cap_fraction (it must leave at least the smallest rule's warmup) "
-                "or fix warmup_iters",
-            ) from None
-
-    # min_lr_ratio: keep the ratio, or keep the absolute floor at the reference's.
-    lr_for_floor = {
-        k: v for k, v in lr_predictions.items() if k in {r.label for r in s.lr.lr_rules()}
-    }
-    if "lr" in fixed:
-        lr_for_floor = {"fixed": fixed["lr"]}
-    min_lr_predictions: dict[str, float] = {}
-    for rule in s.min_lr_ratio.rules:
-        if rule == "keep_ratio":
-            min_lr_predictions[rule] = reference.min_lr_ratio
-        else:
-            for label, lr in lr_for_floor.items():
-                min_lr_predictions[f"{rule}@{label}"] = predict_min_lr_ratio(rule, reference, lr)
-    floor_cap = reference.min_lr if s.min_lr_ratio.floor_at_most_reference else None
-    if s.min_lr_ratio.fixed is not None:
-        fixed["min_lr_ratio"] = s.min_lr_ratio.fixed
-    elif s.min_lr_ratio.range is not None:
-        ranges["min_lr_ratio"] = Range(*s.min_lr_ratio.range, log=True)
-    else:
-        if reference.min_lr_ratio <= 0:
-            raise SpaceError(
-                path,
-                "search.min_lr_ratio",
-                "the reference decays to zero (min_lr_ratio 0), so there is no ratio "
-                "to scale: set fixed: 0 or give a range",
-            )
-        rng = span(min_lr_predictions.values(), s.min_lr_ratio.widen)
-        hi = rng.high
-        if floor_cap is not None:
-            smallest_lr = ranges["lr"].low if "lr" in ranges else fixed["lr"]
-            hi = min(hi, floor_cap / smallest_lr)
-        lo = min(rng.low, s.min_lr_ratio.zero_ratio) if s.min_lr_ratio.decay_to_zero else rng.low
-        if hi <= lo:
-            raise SpaceError(
-                path,
-                "search.min_lr_ratio",
-                f"keeping the floor at or below the reference's leaves no range "
-                f"([{lo:.3g}, {hi:.3g}])",
-                hint="set floor_at_most_reference: false or widen the range",
-            )
-        ranges["min_lr_ratio"] = Range(lo, hi, log=True)
-
-    seeds = _seed_trials(space, reference, sc, ranges, fixed, floor_cap)
-    outside = "lr" in ranges and not ranges["lr"].contains(reference.lr)
+    lr = knobs["lr"]
+    outside = lr.range is not None and not lr.range.contains(reference.lr)
     if outside and any(sd.origin == "reference" for sd in seeds):
         notes.append(
             "the reference seed runs the unchanged recipe outside the lr range on "
             "purpose: it measures the drop at this scale"
         )
-
     cost = _cost(reference, sc, gpus, space.target.efficiency)
     trials = _trials(space, cost, path)
     if trials < len(seeds):
@@ -214,69 +156,25 @@ def make_plan(
         gpus=gpus,
         samples_per_gpu=spg,
         scale=sc,
-        lr_predictions=lr_predictions,
-        warmup_predictions=warmup_predictions,
-        min_lr_predictions=min_lr_predictions,
-        ranges=ranges,
-        fixed=fixed,
+        knobs=knobs,
         seeds=tuple(seeds),
         trials=trials,
         cost=cost,
-        floor_cap=floor_cap,
+        fixed_settings=dict(s.fixed),
         notes=tuple(notes),
     )
 
 
-def _seed_lr(name: str, ref: Reference, sc: Scale) -> float:
-    from scaleout.core.rules import LrRule
-
-    return LrRule(name).predict(ref.lr, sc)
-
-
-def _clamp(value: float, rng: Range | None) -> float:
-    if rng is None:
-        return value
-    return min(max(value, rng.low), rng.high)
-
-
-def _seed_trials(
-    space: SearchSpace,
-    ref: Reference,
-    sc: Scale,
-    ranges: dict[str, Range],
-    fixed: dict[str, Any],
-    floor_cap: float | None,
-) -> list[SeedTrial]:
-    s = space.search
+def _seed_trials(space: SearchSpace, ctx: PlanContext) -> list[SeedTrial]:
     seeds: list[SeedTrial] = []
     for origin in space.seeds:
-        if origin == "reference":
-            seed = SeedTrial(
-                "reference",
-                fixed.get("lr", ref.lr),
-                fixed.get("warmup_iters", ref.warmup_iters),
-                fixed.get("min_lr_ratio", ref.min_lr_ratio),
+        values: dict[str, Any] = {}
+        for name, kp in ctx.derived.items():
+            values[name] = KNOBS[name].seed_value(
+                origin, getattr(space.search, name), ctx, kp, values
             )
-        else:
-            lr = fixed.get("lr", _seed_lr(origin, ref, sc))
-            if "warmup_iters" in fixed:
-                wu = fixed["warmup_iters"]
-            else:
-                wu = round(
-                    _clamp(
-                        predict_warmup(s.warmup_iters.seed_rule, ref, sc),
-                        ranges.get("warmup_iters"),
-                    )
-                )
-            if "min_lr_ratio" in fixed:
-                ratio = fixed["min_lr_ratio"]
-            else:
-                ratio = predict_min_lr_ratio(s.min_lr_ratio.seed_rule, ref, lr)
-                if floor_cap is not None:
-                    ratio = min(ratio, floor_cap / lr)
-                ratio = _clamp(ratio, ranges.get("min_lr_ratio"))
-            seed = SeedTrial(origin, lr, int(wu), ratio)
-        if all(seed.params() != other.params() for other in seeds):
+        seed = SeedTrial(origin, values)
+        if all(seed.values != other.values for other in seeds):
             seeds.append(seed)
     return seeds
 
@@ -349,14 +247,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             },
             "total_iters": {"reference": sc.reference_total_iters, "target": sc.target_total_iters},
         },
-        "rules": {
-            "lr": plan.lr_predictions,
-            "warmup_iters": plan.warmup_predictions,
-            "min_lr_ratio": plan.min_lr_predictions,
-        },
+        "rules": {name: kp.predictions for name, kp in plan.knobs.items()},
         "ranges": {name: rng.to_dict() for name, rng in plan.ranges.items()},
         "fixed": plan.fixed,
-        "min_lr_floor_cap": plan.floor_cap,
+        **{key: v for kp in plan.knobs.values() for key, v in kp.json.items()},
         "seed_trials": [{"origin": s.origin, **s.params()} for s in plan.seeds],
         "objective": {"metric": plan.objective, "direction": plan.direction},
         "budget": {

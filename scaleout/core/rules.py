@@ -1,10 +1,11 @@
 """Scaling rules and the derivation of coupled search ranges. Pure functions, no I/O.
 
-k is the ratio of global batches (ARCHITECTURE decision 4):
+k is the ratio of global batches, not of GPU counts (docs/search-space.md):
     k = (gpus x samples_per_gpu) / (reference gpus x reference samples_per_gpu)
 
-Every function here is deterministic and cheap, so the planner can be tested table-driven
-and `scaleout plan` never imports torch, mlflow or ray.
+Rules live in a registry: `RULES[knob][name]` is a rule class whose dataclass fields are its
+parameters. Everything here is deterministic and cheap, so the planner is tested
+table-driven and `scaleout plan` never imports torch, mlflow or ray.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-
-LR_RULES = ("reference", "sqrt", "linear", "power", "noise")
-WARMUP_RULES = ("keep_iters", "keep_epochs", "keep_fraction")
-MIN_LR_RULES = ("keep_ratio", "keep_floor")
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -113,77 +111,220 @@ def scale(
 
 
 @dataclass(frozen=True)
-class LrRule:
-    """One learning-rate scaling rule.
+class RuleContext:
+    """What a rule sees: the reference, the scale, and for rules coupled to the learning rate
+    (keep_floor, keep_timescale) the lr of the point being derived (a seed's, a trial's)."""
 
-    reference: lr; sqrt: lr*sqrt(k); linear: lr*k; power: lr*k^alpha;
-    noise: the gradient-noise-scale rule lr_opt(B) = lr_max / (1 + B_noise/B)^alpha
-    (McCandlish et al. 2018; alpha 0.5 for Adam), taken as a ratio to the reference batch.
+    ref: Reference
+    scale: Scale
+    lr: float | None = None
+
+
+class Rule:
+    """A scaling rule for one knob: the knob's value at the target scale from its reference.
+
+    Subclasses are frozen dataclasses whose fields are the rule's parameters (the space file's
+    `{rule: power, alpha: 0.54}`), registered under (knob, name) with `@register`. A new rule is
+    one such class; the space schema and the plan take it from the registry.
     """
 
-    name: str
-    alpha: float | None = None
-    b_noise: float | None = None
+    knob: ClassVar[str]
+    name: ClassVar[str]
+    example: ClassVar[str] = ""  # shown when a parameter is missing
 
     @property
     def label(self) -> str:
-        if self.name == "power":
-            return f"power({self.alpha:g})"
-        if self.name == "noise":
-            return f"noise(B={self.b_noise:g},a={self.alpha:g})"
+        """The rule as the plan names its prediction."""
         return self.name
 
-    def predict(self, ref_lr: float, sc: Scale) -> float:
-        k = sc.k
-        if self.name == "reference":
-            return ref_lr
-        if self.name == "sqrt":
-            return ref_lr * math.sqrt(k)
-        if self.name == "linear":
-            return ref_lr * k
-        if self.name == "power":
-            return ref_lr * k ** _need(self.alpha, "alpha")
-        if self.name == "noise":
-            bn, a = _need(self.b_noise, "b_noise"), _need(self.alpha, "alpha")
-            b0, b1 = sc.reference_global_batch, sc.target_global_batch
-            return ref_lr * ((1 + bn / b0) / (1 + bn / b1)) ** a
-        raise ValueError(f"unknown lr rule {self.name!r}; known: {', '.join(LR_RULES)}")
+    def predict(self, ctx: RuleContext) -> float:
+        raise NotImplementedError
 
 
-def _need(value: float | None, what: str) -> float:
-    if value is None:
-        raise ValueError(f"rule needs {what}")
-    return value
+RULES: dict[str, dict[str, type[Rule]]] = {}
 
 
-def predict_warmup(rule: str, ref: Reference, sc: Scale) -> int:
-    """Warmup iterations at the target scale, by rule; at least 1.
-
-    keep_iters keeps the reference's iteration count (LEGW); keep_epochs keeps the same number
-    of epochs of warmup; keep_fraction keeps the same fraction of all iterations.
-    """
-    if rule == "keep_iters":
-        value = float(ref.warmup_iters)
-    elif rule == "keep_epochs":
-        value = ref.warmup_iters / sc.reference_iters_per_epoch * sc.target_iters_per_epoch
-    elif rule == "keep_fraction":
-        value = ref.warmup_iters / sc.reference_total_iters * sc.target_total_iters
-    else:
-        raise ValueError(f"unknown warmup rule {rule!r}; known: {', '.join(WARMUP_RULES)}")
-    return max(1, round(value))
+def register(cls: type[Rule]) -> type[Rule]:
+    RULES.setdefault(cls.knob, {})[cls.name] = cls
+    return cls
 
 
-def predict_min_lr_ratio(rule: str, ref: Reference, lr: float) -> float:
-    """min_lr_ratio for a trial at learning rate `lr`.
+def rule_names(knob: str) -> tuple[str, ...]:
+    return tuple(RULES.get(knob, {}))
 
-    keep_ratio keeps the reference ratio; keep_floor keeps the absolute floor lr*ratio equal
-    to the reference floor (FACTS 6: the tuned floor sat at or below the reference floor).
-    """
-    if rule == "keep_ratio":
-        return ref.min_lr_ratio
-    if rule == "keep_floor":
-        return min(ref.min_lr_ratio, ref.min_lr / lr)
-    raise ValueError(f"unknown min_lr rule {rule!r}; known: {', '.join(MIN_LR_RULES)}")
+
+def rule_params(cls: type[Rule]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+
+def make_rule(knob: str, name: str, **params: float | None) -> Rule:
+    """The registered rule `name` for `knob`. Raises ValueError naming what is allowed."""
+    cls = RULES.get(knob, {}).get(name)
+    if cls is None:
+        known = ", ".join(rule_names(knob))
+        raise ValueError(f"unknown {knob} rule {name!r}; known: {known}")
+    want = rule_params(cls)
+    missing = [p for p in want if params.get(p) is None]
+    if missing:
+        example = f", e.g. {cls.example}" if cls.example else ""
+        raise ValueError(f"rule {name!r} needs {' and '.join(missing)}{example}")
+    extra = sorted(k for k, v in params.items() if k not in want and v is not None)
+    if extra:
+        raise ValueError(f"rule {name!r} takes no {', '.join(extra)}")
+    return cls(**{p: params[p] for p in want})
+
+
+def _lr(ctx: RuleContext) -> float:
+    if ctx.lr is None:
+        raise ValueError("this rule follows the trial's lr, and none was given")
+    return ctx.lr
+
+
+# -- lr: the learning rate at the target global batch --------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class KeepLr(Rule):
+    """The reference's lr, unchanged: the recipe as it was (the drop the sweep recovers)."""
+
+    knob: ClassVar[str] = "lr"
+    name: ClassVar[str] = "reference"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return ctx.ref.lr
+
+
+@register
+@dataclass(frozen=True)
+class SqrtLr(Rule):
+    """lr x sqrt(k) (Krizhevsky 2014; Hoffer et al. 2017): the Adam-family bound."""
+
+    knob: ClassVar[str] = "lr"
+    name: ClassVar[str] = "sqrt"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return ctx.ref.lr * math.sqrt(ctx.scale.k)
+
+
+@register
+@dataclass(frozen=True)
+class LinearLr(Rule):
+    """lr x k (Goyal et al. 2017), with gradual warmup."""
+
+    knob: ClassVar[str] = "lr"
+    name: ClassVar[str] = "linear"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return ctx.ref.lr * ctx.scale.k
+
+
+@register
+@dataclass(frozen=True)
+class PowerLr(Rule):
+    """lr x k^alpha: a law fitted from earlier sweeps (BEVFormer 8 -> 160 GPUs: alpha ~0.54)."""
+
+    knob: ClassVar[str] = "lr"
+    name: ClassVar[str] = "power"
+    example: ClassVar[str] = "{rule: power, alpha: 0.54}"
+    alpha: float
+
+    @property
+    def label(self) -> str:
+        return f"power({self.alpha:g})"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return ctx.ref.lr * ctx.scale.k**self.alpha
+
+
+@register
+@dataclass(frozen=True)
+class NoiseLr(Rule):
+    """The gradient-noise-scale rule lr_opt(B) = lr_max / (1 + B_noise/B)^alpha (McCandlish et
+    al. 2018; alpha 0.5 for Adam), taken as a ratio to the reference batch."""
+
+    knob: ClassVar[str] = "lr"
+    name: ClassVar[str] = "noise"
+    example: ClassVar[str] = "{rule: noise, b_noise: 64, alpha: 0.5}"
+    b_noise: float
+    alpha: float
+
+    @property
+    def label(self) -> str:
+        return f"noise(B={self.b_noise:g},a={self.alpha:g})"
+
+    def predict(self, ctx: RuleContext) -> float:
+        b0, b1 = ctx.scale.reference_global_batch, ctx.scale.target_global_batch
+        return ctx.ref.lr * ((1 + self.b_noise / b0) / (1 + self.b_noise / b1)) ** self.alpha
+
+
+# -- warmup_iters: linear warmup length in iterations ---------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class KeepWarmupIters(Rule):
+    """The reference's warmup iterations, unchanged (LEGW, You et al. 2019)."""
+
+    knob: ClassVar[str] = "warmup_iters"
+    name: ClassVar[str] = "keep_iters"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return float(ctx.ref.warmup_iters)
+
+
+@register
+@dataclass(frozen=True)
+class KeepWarmupEpochs(Rule):
+    """The same number of epochs of warmup: iterations shrink with the larger batch."""
+
+    knob: ClassVar[str] = "warmup_iters"
+    name: ClassVar[str] = "keep_epochs"
+
+    def predict(self, ctx: RuleContext) -> float:
+        sc = ctx.scale
+        return ctx.ref.warmup_iters / sc.reference_iters_per_epoch * sc.target_iters_per_epoch
+
+
+@register
+@dataclass(frozen=True)
+class KeepWarmupFraction(Rule):
+    """The same fraction of all iterations."""
+
+    knob: ClassVar[str] = "warmup_iters"
+    name: ClassVar[str] = "keep_fraction"
+
+    def predict(self, ctx: RuleContext) -> float:
+        sc = ctx.scale
+        return ctx.ref.warmup_iters / sc.reference_total_iters * sc.target_total_iters
+
+
+# -- min_lr_ratio: the cosine's floor as a ratio of the trial's lr ---------------------------
+
+
+@register
+@dataclass(frozen=True)
+class KeepMinLrRatio(Rule):
+    """The reference's ratio, unchanged: the floor rises with the lr."""
+
+    knob: ClassVar[str] = "min_lr_ratio"
+    name: ClassVar[str] = "keep_ratio"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return ctx.ref.min_lr_ratio
+
+
+@register
+@dataclass(frozen=True)
+class KeepMinLrFloor(Rule):
+    """The absolute floor lr x ratio kept at the reference's (the tuned BEVFormer floor sat at
+    or below the reference floor: docs/search-space.md); never above the reference ratio."""
+
+    knob: ClassVar[str] = "min_lr_ratio"
+    name: ClassVar[str] = "keep_floor"
+
+    def predict(self, ctx: RuleContext) -> float:
+        return min(ctx.ref.min_lr_ratio, ctx.ref.min_lr / _lr(ctx))
 
 
 @dataclass(frozen=True)

@@ -12,126 +12,47 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from scaleout.core.errors import SpaceError
-from scaleout.core.rules import LR_RULES, MIN_LR_RULES, WARMUP_RULES, LrRule, Reference
+from scaleout.core.knobs import KNOBS, PosFloat, PosInt, SpecModel
+from scaleout.core.rules import Reference
 
-PARAMS = ("lr", "warmup_iters", "min_lr_ratio")
 SAMPLERS = ("tpe", "random", "qmc", "grid", "cmaes", "gp")
 PRUNERS = ("none", "median", "asha", "hyperband")
 SEEDS = ("reference", "sqrt", "linear")
 
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+_Model = SpecModel
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+def _fixed_epochs(cls: Any, v: dict[str, Any]) -> dict[str, Any]:
+    # Pinned epochs change every trial's length, which the plan accounts for.
+    e = v.get("epochs")
+    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+        raise ValueError(f"epochs must be a positive whole number of epochs, got {e!r}")
+    return v
 
 
-class RuleSpec(_Model):
-    rule: Literal["reference", "sqrt", "linear", "power", "noise"]
-    alpha: float | None = None
-    b_noise: PosFloat | None = None
-
-    @model_validator(mode="after")
-    def _params(self) -> RuleSpec:
-        if self.rule == "power" and self.alpha is None:
-            raise ValueError(
-                "rule 'power' needs alpha (lr x k^alpha), e.g. {rule: power, alpha: 0.54}"
-            )
-        if self.rule == "noise" and (self.alpha is None or self.b_noise is None):
-            raise ValueError(
-                "rule 'noise' needs b_noise and alpha, e.g. {rule: noise, b_noise: 64, alpha: 0.5}"
-            )
-        return self
-
-    def to_rule(self) -> LrRule:
-        return LrRule(self.rule, self.alpha, self.b_noise)
+def _section(k: Any) -> tuple[Any, Any]:
+    if k.default_on:
+        return (k.spec, Field(default_factory=k.spec))
+    return (k.spec | None, None)  # off unless the space file names it
 
 
-def _check_range(rng: Any) -> Any:
-    if rng is None:
-        return rng
-    lo, hi = rng
-    if hi <= lo:
-        raise ValueError(
-            f"range is inverted or empty: [{lo:g}, {hi:g}]; give [low, high] with low < high"
-        )
-    return rng
-
-
-class LrSearch(_Model):
-    rules: list[RuleSpec] = Field(
-        default_factory=lambda: [RuleSpec(rule="sqrt"), RuleSpec(rule="linear")], min_length=1
-    )
-    widen: Annotated[float, Field(ge=1)] = 1.25
-    range: tuple[PosFloat, PosFloat] | None = None
-    fixed: PosFloat | None = None
-    log: bool = True
-
-    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
-
-    @field_validator("rules", mode="before")
-    @classmethod
-    def _names(cls, v: Any) -> Any:
-        # A rule is a name ("sqrt") or a mapping with its parameters ({rule: power, alpha: 0.54}).
-        if isinstance(v, list):
-            return [{"rule": r} if isinstance(r, str) else r for r in v]
-        return v
-
-    def lr_rules(self) -> list[LrRule]:
-        return [r.to_rule() for r in self.rules]
-
-
-class WarmupSearch(_Model):
-    rules: list[Literal["keep_iters", "keep_epochs", "keep_fraction"]] = Field(
-        default_factory=lambda: ["keep_iters", "keep_epochs"], min_length=1
-    )
-    widen: Annotated[float, Field(ge=1)] = 1.5
-    cap_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2
-    seed_rule: Literal["keep_iters", "keep_epochs", "keep_fraction"] = "keep_iters"
-    range: tuple[PosInt, PosInt] | None = None
-    fixed: PosInt | None = None
-
-    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
-
-
-class MinLrSearch(_Model):
-    rules: list[Literal["keep_ratio", "keep_floor"]] = Field(
-        default_factory=lambda: ["keep_ratio", "keep_floor"], min_length=1
-    )
-    widen: Annotated[float, Field(ge=1)] = 2.0
-    floor_at_most_reference: bool = True
-    decay_to_zero: bool = False
-    zero_ratio: Annotated[float, Field(gt=0, lt=1)] = 1e-5
-    seed_rule: Literal["keep_ratio", "keep_floor"] = "keep_floor"
-    range: tuple[PosFloat, PosFloat] | None = None
-    fixed: Annotated[float, Field(ge=0, lt=1)] | None = None
-
-    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
-
-
-class Search(_Model):
-    lr: LrSearch = Field(default_factory=LrSearch)
-    warmup_iters: WarmupSearch = Field(default_factory=WarmupSearch)
-    min_lr_ratio: MinLrSearch = Field(default_factory=MinLrSearch)
-    fixed: dict[str, Union[int, float, str, bool]] = Field(default_factory=dict)  # noqa: UP007
-
-    @field_validator("fixed")
-    @classmethod
-    def _epochs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # Pinned epochs change every trial's length, which the plan accounts for.
-        e = v.get("epochs")
-        if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
-            raise ValueError(f"epochs must be a positive whole number of epochs, got {e!r}")
-        return v
+# `search:` has one section per registered knob (core/knobs.py) and `fixed:` for values the
+# trainer should run with unchanged (its seed, epochs, ...).
+Search = create_model(
+    "Search",
+    __base__=SpecModel,
+    __validators__={"_epochs": field_validator("fixed")(classmethod(_fixed_epochs))},
+    **{name: _section(k) for name, k in KNOBS.items()},
+    fixed=(dict[str, Union[int, float, str, bool]], Field(default_factory=dict)),  # noqa: UP007
+)
 
 
 class Objective(_Model):
@@ -316,13 +237,9 @@ def resolve_reference(
 
 
 __all__ = [
-    "LR_RULES",
-    "MIN_LR_RULES",
-    "PARAMS",
     "PRUNERS",
     "SAMPLERS",
     "SEEDS",
-    "WARMUP_RULES",
     "SearchSpace",
     "load_space",
     "parse_space",

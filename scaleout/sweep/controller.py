@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scaleout.core.job import JobHandle, JobState, JobStatus, TrialMetrics, TrialParams, TrialSpec
 from scaleout.core.placement import layout_for
-from scaleout.core.plan import Plan
+from scaleout.core.plan import Plan, describe
 from scaleout.executors.base import Executor
 from scaleout.sweep.faults import crash_point
 from scaleout.sweep.search import Attr, distributions
@@ -77,12 +77,8 @@ class Event:
     message: str
 
 
-def _opt(value: Any, kind: type) -> Any:
-    return None if value is None else kind(value)
-
-
 def run_name(number: int, params: dict[str, Any]) -> str:
-    return f"t{number:03d} lr={params['lr']:.1e} wu={params['warmup_iters']}"
+    return f"t{number:03d} {describe(params)}"
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -215,19 +211,8 @@ class Controller:
             self._ensure_launched(act, resume=False)
 
     def _trial_params(self, ft: FrozenTrial) -> dict[str, Any]:
-        seed = ft.user_attrs.get("seed_params") or {}
-        values: dict[str, Any] = {**self.plan.fixed, **ft.params, **seed}
-        lr = float(values["lr"])
-        ratio = float(values["min_lr_ratio"])
-        if not seed:  # seeds run exactly as planned; sampled points get the floor cap
-            values["min_lr_ratio"] = self.plan.effective_min_lr_ratio(lr, ratio)
-        values["warmup_iters"] = int(values["warmup_iters"])
-        values.update(
-            gpus=self.plan.gpus,
-            samples_per_gpu=self.plan.samples_per_gpu,
-            global_batch=self.plan.gpus * self.plan.samples_per_gpu,
-        )
-        return values
+        seed = ft.user_attrs.get("seed_params") or None
+        return self.plan.trial_params(dict(ft.params), seed).to_dict()
 
     def _trial(self, act: Active) -> optuna.trial.Trial:
         if act.trial is None:
@@ -285,31 +270,7 @@ class Controller:
         self._emit(verb, act, f"{verb} as job {handle.job_id} ({name})")
 
     def _render(self, act: Active, resume: bool) -> TrialSpec:
-        p = dict(act.params)
-        # `search.fixed` may pin the trainer's seed, epochs and warmup start factor; the
-        # adapters set those keys in the trainer's own config. Anything else rides in extra.
-        known = {
-            "lr",
-            "warmup_iters",
-            "min_lr_ratio",
-            "gpus",
-            "samples_per_gpu",
-            "global_batch",
-            "seed",
-            "epochs",
-            "warmup_ratio",
-        }
-        params = TrialParams(
-            lr=float(p["lr"]),
-            warmup_iters=int(p["warmup_iters"]),
-            min_lr_ratio=float(p["min_lr_ratio"]),
-            gpus=int(p["gpus"]),
-            samples_per_gpu=int(p["samples_per_gpu"]),
-            warmup_ratio=_opt(p.get("warmup_ratio"), float),
-            epochs=_opt(p.get("epochs"), int),
-            seed=_opt(p.get("seed"), int),
-            extra={k: v for k, v in p.items() if k not in known},
-        )
+        params = TrialParams.from_dict(act.params)
         spec = self.trainer.render(
             params, self.layout, act.work_dir, resume=resume, name=f"t{act.number:03d}"
         )

@@ -301,21 +301,18 @@ class CommandTrainer:
         self, params: TrialParams, layout: Layout, work_dir: Path, name: str
     ) -> dict[str, Any]:
         ref = self.reference()
-        epochs = params.epochs if params.epochs is not None else ref.get("epochs")
-        train_samples = params.extra.get("train_samples", ref.get("train_samples"))
+        epochs = params.get("epochs", ref.get("epochs"))
+        train_samples = params.get("train_samples", ref.get("train_samples"))
         iters_per_epoch = math.ceil(train_samples / params.global_batch) if train_samples else None
-        warmup_ratio = (
-            params.warmup_ratio if params.warmup_ratio is not None else ref.get("warmup_ratio")
-        )
+        warmup_ratio = params.get("warmup_ratio", ref.get("warmup_ratio"))
+        lr = params["lr"]
         return {
-            "lr": params.lr,
-            "warmup_iters": params.warmup_iters,
+            # Every value of the trial is a placeholder ({lr}, {weight_decay}, ...); the derived
+            # ones below spell them the way trainers often take them.
+            **params.values,
             "warmup_ratio": warmup_ratio,
-            "warmup_start_lr": _clean(params.lr * warmup_ratio)
-            if warmup_ratio is not None
-            else None,
-            "min_lr_ratio": params.min_lr_ratio,
-            "min_lr": _clean(params.lr * params.min_lr_ratio),
+            "warmup_start_lr": _clean(lr * warmup_ratio) if warmup_ratio is not None else None,
+            "min_lr": _clean(lr * params["min_lr_ratio"]),
             "samples_per_gpu": params.samples_per_gpu,
             "global_batch": params.global_batch,
             "gpus": params.gpus,
@@ -327,7 +324,7 @@ class CommandTrainer:
             "repo": str(self.repo) if self.repo else None,
             "config": str(self.config) if self.config else None,
             "name": name,
-            "seed": params.seed,
+            "seed": params.get("seed"),
             "epochs": epochs,
             "train_samples": train_samples,
             "iters_per_epoch": iters_per_epoch,

@@ -163,23 +163,24 @@ class MMCVTrainer:
     def overrides_for(self, params: TrialParams) -> list[tuple[str, Any]]:
         """(dotted key, value) pairs that turn the recipe into this trial, config spelling."""
         s = self.schedule()
-        items: list[tuple[str, Any]] = [("optimizer.lr", params.lr)]
-        if params.warmup_iters > 0:
+        lr, warmup = params["lr"], params["warmup_iters"]
+        items: list[tuple[str, Any]] = [("optimizer.lr", lr)]
+        if warmup > 0:
             if s.warmup is None:
                 items.append(("lr_config.warmup", "linear"))
-            items.append(("lr_config.warmup_iters", params.warmup_iters))
-            if params.warmup_ratio is not None:
-                items.append(("lr_config.warmup_ratio", params.warmup_ratio))
+            items.append(("lr_config.warmup_iters", warmup))
+            if params.get("warmup_ratio") is not None:
+                items.append(("lr_config.warmup_ratio", params["warmup_ratio"]))
         elif s.warmup is not None:
             items.append(("lr_config.warmup", None))
         if s.min_lr_key == "min_lr":
-            items.append(("lr_config.min_lr", _clean(params.lr * params.min_lr_ratio)))
+            items.append(("lr_config.min_lr", _clean(lr * params["min_lr_ratio"])))
         else:
-            items.append(("lr_config.min_lr_ratio", params.min_lr_ratio))
+            items.append(("lr_config.min_lr_ratio", params["min_lr_ratio"]))
         items.append((f"data.{s.batch_key or 'samples_per_gpu'}", params.samples_per_gpu))
-        if params.epochs is not None:
+        if params.get("epochs") is not None:
             for key in s.epoch_keys or ("total_epochs", "runner.max_epochs"):
-                items.append((key, params.epochs))
+                items.append((key, params["epochs"]))
         return items
 
     def render(
@@ -212,8 +213,8 @@ class MMCVTrainer:
                 # train.py would silently start from scratch; refuse instead.
                 raise StateError(f"{checkpoint}: resume requested but the checkpoint is missing")
             args += [self.flavor.resume_flag, str(checkpoint)]
-        if params.seed is not None:
-            args += ["--seed", str(params.seed)]
+        if params.get("seed") is not None:
+            args += ["--seed", str(params["seed"])]
         if self.deterministic:
             args.append("--deterministic")
         if self.overrides == "cfg-options":

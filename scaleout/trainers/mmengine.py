@@ -126,27 +126,28 @@ class MMEngineTrainer:
         """A copy of the config with the trial's values set (pure; the file text is dumped)."""
         s = self.schedule()
         cfg = copy.deepcopy(self.cfg)
-        cfg.optim_wrapper.optimizer.lr = params.lr
+        cfg.optim_wrapper.optimizer.lr = params["lr"]
         schedulers = list(_schedulers(cfg))
         cosine = schedulers[s.cosine_index]
         cosine.pop("eta_min", None)
-        cosine["eta_min_ratio"] = params.min_lr_ratio
+        cosine["eta_min_ratio"] = params["min_lr_ratio"]
         old_epochs = configread.lookup(cfg, "train_cfg.max_epochs")
-        if params.epochs is not None:
-            cfg.train_cfg.max_epochs = params.epochs
+        epochs = params.get("epochs")
+        if epochs is not None:
+            cfg.train_cfg.max_epochs = epochs
             if cosine.get("by_epoch", True):
                 for key in ("end", "T_max"):
                     if cosine.get(key) == old_epochs:
-                        cosine[key] = params.epochs
+                        cosine[key] = epochs
         if s.warmup_index is not None:
             warmup = schedulers[s.warmup_index]
         else:
             warmup = dict(type="LinearLR", start_factor=1.0 / 3, by_epoch=False, begin=0)
             schedulers.insert(0, warmup)
-        if params.warmup_iters > 0:
-            warmup["end"] = int(warmup.get("begin", 0)) + params.warmup_iters
-            if params.warmup_ratio is not None:
-                warmup["start_factor"] = params.warmup_ratio
+        if params["warmup_iters"] > 0:
+            warmup["end"] = int(warmup.get("begin", 0)) + params["warmup_iters"]
+            if params.get("warmup_ratio") is not None:
+                warmup["start_factor"] = params["warmup_ratio"]
         else:
             schedulers.remove(warmup)
         cfg.param_scheduler = schedulers
@@ -155,8 +156,8 @@ class MMEngineTrainer:
             cfg.virtual_gpus = params.gpus
         auto = cfg.get("auto_scale_lr") or {}
         cfg.auto_scale_lr = {**auto, "enable": False}  # scaleout sets lr; never rescale it
-        if params.seed is not None:
-            cfg.randomness = {**(cfg.get("randomness") or {}), "seed": params.seed}
+        if params.get("seed") is not None:
+            cfg.randomness = {**(cfg.get("randomness") or {}), "seed": params["seed"]}
         _ensure_local_vis_backend(cfg)
         return cfg
 
@@ -186,7 +187,7 @@ class MMEngineTrainer:
         if resume:
             argv.append("--resume")
             # torch >= 2.6 loads weights-only by default and mmengine 0.10.7's resume then
-            # fails (FACTS 8); these are checkpoints the trial itself wrote.
+            # fails (docs/trainers.md); these are checkpoints the trial itself wrote.
             env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
         if self.repo is not None:
             env["PYTHONPATH"] = str(self.repo)  # for custom_imports such as projects.DETR3D

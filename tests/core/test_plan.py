@@ -44,14 +44,22 @@ def test_seed_warmup_is_clamped_into_the_capped_range(bevformer_reference):
     assert all(s.warmup_iters <= 86 for s in p.seeds if s.origin != "reference")
 
 
+def _ratio(plan, lr, ratio, seed=None):
+    sampled = {"lr": lr, "warmup_iters": 100, "min_lr_ratio": ratio}
+    return plan.trial_params(sampled, seed)["min_lr_ratio"]
+
+
 def test_floor_cap_couples_min_lr_to_the_sampled_lr(bevformer_reference):
     p = plan_for(bevformer_reference)
-    assert p.effective_min_lr_ratio(4e-3, 2e-4) == pytest.approx(5e-5)
-    assert p.effective_min_lr_ratio(7.2e-4, 1e-4) == 1e-4
+    assert _ratio(p, 4e-3, 2e-4) == pytest.approx(5e-5)
+    assert _ratio(p, 7.2e-4, 1e-4) == 1e-4
+    # a seed runs exactly as planned, uncoupled
+    seed = {"lr": 4e-3, "warmup_iters": 500, "min_lr_ratio": 2e-4}
+    assert _ratio(p, 4e-3, 2e-4, seed) == 2e-4
     free = plan_for(
         bevformer_reference, search={"min_lr_ratio": {"floor_at_most_reference": False}}
     )
-    assert free.effective_min_lr_ratio(4e-3, 2e-4) == 2e-4
+    assert _ratio(free, 4e-3, 2e-4) == 2e-4
     assert free.ranges["min_lr_ratio"].high == pytest.approx(2e-3)
 
 
@@ -157,6 +165,21 @@ def test_gpu_hour_budget_needs_a_cost_basis(bevformer_reference):
 def test_non_positive_gpus(bevformer_reference, gpus):
     with pytest.raises(UsageError, match="--gpus must be a positive"):
         plan_for(bevformer_reference, gpus=gpus)
+
+
+def test_trial_params_carry_fixed_values_and_the_batch(bevformer_reference):
+    p = plan_for(bevformer_reference, search={"fixed": {"seed": 3, "epochs": 12}})
+    tp = p.trial_params({"lr": 1e-3, "warmup_iters": 600.0, "min_lr_ratio": 1e-4})
+    assert tp.values == {
+        "seed": 3,
+        "epochs": 12,
+        "lr": 1e-3,
+        "warmup_iters": 600,
+        "min_lr_ratio": 1e-4,
+    }
+    assert isinstance(tp["warmup_iters"], int)
+    assert (tp.gpus, tp.samples_per_gpu, tp.global_batch) == (160, 1, 160)
+    assert type(tp).from_dict(tp.to_dict()) == tp
 
 
 def test_json_keys_are_stable(bevformer_reference):

@@ -1,4 +1,4 @@
-"""Table-driven tests of the pure scaling rules (FACTS sections 1 and 6)."""
+"""Table-driven tests of the pure scaling rules and their registry (docs/search-space.md)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,31 @@ import math
 
 import pytest
 
+from scaleout.core.knobs import PlanContext, predict_warmup
 from scaleout.core.rules import (
-    LrRule,
+    RULES,
     Range,
+    RuleContext,
     iters_per_epoch,
-    predict_min_lr_ratio,
-    predict_warmup,
+    make_rule,
     scale,
     span,
     warmup_range,
 )
 
 
+def _warmup(rule, ref, sc):
+    return predict_warmup(rule, PlanContext(ref, sc, "<space>", ()))
+
+
+def _min_lr(rule, ref, lr):
+    return make_rule("min_lr_ratio", rule).predict(RuleContext(ref, scale(ref, 160, 1), lr))
+
+
 @pytest.mark.parametrize(
     ("samples", "gpus", "spg", "expected"),
     [
-        (28130, 8, 1, 3517),  # FACTS 1: BEVFormer at 8 GPUs
+        (28130, 8, 1, 3517),  # BEVFormer-base on nuScenes at 8 GPUs
         (28130, 160, 1, 176),  # ... at 160 GPUs
         (28130, 80, 1, 352),
         (28130, 8, 2, 1759),  # each rank 3517 samples, 2 per step -> 1759 (last batch partial)
@@ -41,34 +50,41 @@ def test_scale_bevformer_160(bevformer_reference):
 
 
 def test_k_uses_global_batch_not_gpu_count(bevformer_reference):
-    # 80 GPUs x 2 samples is the same global batch as 160 x 1 (ARCHITECTURE decision 4).
+    # 80 GPUs x 2 samples is the same global batch as 160 x 1 (docs/search-space.md).
     assert scale(bevformer_reference, 80, 2).k == scale(bevformer_reference, 160, 1).k == 20
 
 
 @pytest.mark.parametrize(
     ("rule", "gpus", "expected"),
     [
-        (LrRule("reference"), 160, 2e-4),
-        (LrRule("sqrt"), 160, 2e-4 * math.sqrt(20)),
-        (LrRule("linear"), 160, 4e-3),
-        (LrRule("linear"), 80, 2e-3),
-        (LrRule("sqrt"), 8, 2e-4),
-        (LrRule("power", alpha=0.54), 160, 2e-4 * 20**0.54),  # FACTS 6: ~1e-3 observed
-        (LrRule("power", alpha=1.0), 160, 4e-3),
+        (make_rule("lr", "reference"), 160, 2e-4),
+        (make_rule("lr", "sqrt"), 160, 2e-4 * math.sqrt(20)),
+        (make_rule("lr", "linear"), 160, 4e-3),
+        (make_rule("lr", "linear"), 80, 2e-3),
+        (make_rule("lr", "sqrt"), 8, 2e-4),
+        (
+            make_rule("lr", "power", alpha=0.54),
+            160,
+            2e-4 * 20**0.54,
+        ),  # the published 160-GPU optimum ~1e-3
+        (make_rule("lr", "power", alpha=1.0), 160, 4e-3),
         # noise rule: (1 + Bn/B0) / (1 + Bn/B1) with Bn = 64, B0 = 8, B1 = 160, alpha 0.5
-        (LrRule("noise", alpha=0.5, b_noise=64), 160, 2e-4 * math.sqrt(9 / 1.4)),
+        (make_rule("lr", "noise", alpha=0.5, b_noise=64), 160, 2e-4 * math.sqrt(9 / 1.4)),
         # a tiny noise scale means large batches do not help: lr barely moves
-        (LrRule("noise", alpha=0.5, b_noise=1e-9), 160, 2e-4),
+        (make_rule("lr", "noise", alpha=0.5, b_noise=1e-9), 160, 2e-4),
     ],
 )
 def test_lr_rules(bevformer_reference, rule, gpus, expected):
     sc = scale(bevformer_reference, gpus, 1)
-    assert rule.predict(bevformer_reference.lr, sc) == pytest.approx(expected, rel=1e-9)
+    assert rule.predict(RuleContext(bevformer_reference, sc)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_sqrt_at_160_is_the_published_figure(bevformer_reference):
     sc = scale(bevformer_reference, 160, 1)
-    assert f"{LrRule('sqrt').predict(2e-4, sc):.3e}" == "8.944e-04"
+    assert (
+        f"{make_rule('lr', 'sqrt').predict(RuleContext(bevformer_reference, sc)):.3e}"
+        == "8.944e-04"
+    )
     assert pytest.approx(1e-3, rel=0.03) == 2e-4 * 20**0.54
 
 
@@ -77,12 +93,12 @@ def test_sqrt_at_160_is_the_published_figure(bevformer_reference):
     [("keep_iters", 500), ("keep_epochs", 25), ("keep_fraction", 25)],
 )
 def test_warmup_rules(bevformer_reference, rule, expected):
-    assert predict_warmup(rule, bevformer_reference, scale(bevformer_reference, 160, 1)) == expected
+    assert _warmup(rule, bevformer_reference, scale(bevformer_reference, 160, 1)) == expected
 
 
 def test_warmup_is_at_least_one_iteration(bevformer_reference):
     sc = scale(bevformer_reference, 28130, 1)  # one iteration per epoch
-    assert predict_warmup("keep_epochs", bevformer_reference, sc) == 1
+    assert _warmup("keep_epochs", bevformer_reference, sc) == 1
 
 
 @pytest.mark.parametrize(
@@ -95,18 +111,28 @@ def test_warmup_is_at_least_one_iteration(bevformer_reference):
     ],
 )
 def test_min_lr_rules(bevformer_reference, rule, lr, expected):
-    assert predict_min_lr_ratio(rule, bevformer_reference, lr) == pytest.approx(expected)
+    assert _min_lr(rule, bevformer_reference, lr) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("name", ["cubic", ""])
 def test_unknown_rules_raise(bevformer_reference, name):
     sc = scale(bevformer_reference, 160, 1)
     with pytest.raises(ValueError, match="unknown"):
-        LrRule(name).predict(2e-4, sc)
+        make_rule("lr", name)
     with pytest.raises(ValueError, match="unknown"):
-        predict_warmup(name, bevformer_reference, sc)
+        _warmup(name, bevformer_reference, sc)
     with pytest.raises(ValueError, match="unknown"):
-        predict_min_lr_ratio(name, bevformer_reference, 1e-3)
+        _min_lr(name, bevformer_reference, 1e-3)
+
+
+def test_registry_holds_every_rule_and_checks_parameters():
+    assert set(RULES) == {"lr", "warmup_iters", "min_lr_ratio"}
+    assert tuple(RULES["lr"]) == ("reference", "sqrt", "linear", "power", "noise")
+    with pytest.raises(ValueError, match=r"rule 'power' needs alpha, e.g. \{rule: power"):
+        make_rule("lr", "power")
+    with pytest.raises(ValueError, match="rule 'sqrt' takes no alpha"):
+        make_rule("lr", "sqrt", alpha=0.5)
+    assert make_rule("lr", "noise", b_noise=64, alpha=0.5).label == "noise(B=64,a=0.5)"
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,7 @@ class FakeTrainer:
         return TrialSpec(
             name=name,
             work_dir=str(work_dir),
-            argv=("train", repr(params.lr)),
+            argv=("train", repr(params["lr"])),
             layout=layout,
             resume=resume,
         )
@@ -499,5 +499,4 @@ def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
     c.trainer = Recording(world)
     c.run()
     (p,) = rendered
-    assert (p.seed, p.epochs, p.warmup_ratio) == (3, 4, 0.5)
-    assert p.extra == {"wd": 0.05}
+    assert (p["seed"], p["epochs"], p["warmup_ratio"], p["wd"]) == (3, 4, 0.5, 0.05)

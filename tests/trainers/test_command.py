@@ -32,7 +32,11 @@ def test_reference_read_from_the_paddle3d_config():
 
 
 def test_petrv2_trial_argv_and_generated_config():
-    params = TrialParams(1e-3, 600, 1e-4, 160, 1, seed=1)
+    params = TrialParams(
+        {"lr": 1e-3, "warmup_iters": 600, "min_lr_ratio": 1e-4, "seed": 1},
+        gpus=160,
+        samples_per_gpu=1,
+    )
     spec = petrv2().render(params, Layout(20, 8, 160), Path("/w/t7"), resume=True, name="t7")
     assert " ".join(spec.argv) == (
         "python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 --nnodes 20 "
@@ -83,8 +87,13 @@ def write_profile(tmp_path: Path, **overrides) -> Path:
 
 def test_jsonl_profile(tmp_path):
     t = CommandTrainer(write_profile(tmp_path))
-    spec = t.render(TrialParams(0.1, 0, 0.0, 1, 32), Layout(1, 1, 1), tmp_path, resume=False,
-                    name="t")  # fmt: skip
+    spec = t.render(
+        TrialParams.of(1, 32, lr=0.1, warmup_iters=0, min_lr_ratio=0.0),
+        Layout(1, 1, 1),
+        tmp_path,
+        resume=False,
+        name="t",
+    )
     assert spec.argv == ("python", "train.py", "--lr", "0.1", "--bs", "32")
     (tmp_path / "train.log").write_text(
         '{"iter": 10, "loss": 2.0, "time": 0.5}\n{"epoch": 1, "val_acc": 0.7}\n'
@@ -126,5 +135,10 @@ def test_missing_profile_repo_config_and_values(tmp_path):
         CommandTrainer("paddle3d_petrv2", repo=PADDLE, config="configs/missing.yml")
     t = CommandTrainer("paddle3d_petrv2")  # no repo/config: {repo} and {config} unknown
     with pytest.raises(UsageError, match=r"paddle3d_petrv2.yaml: .*no value for \{(repo|config)\}"):
-        t.render(TrialParams(1e-3, 600, 1e-4, 8, 1), Layout(1, 8, 8), tmp_path, resume=False,
-                 name="t")  # fmt: skip
+        t.render(
+            TrialParams.of(8, 1, lr=1e-3, warmup_iters=600, min_lr_ratio=1e-4),
+            Layout(1, 8, 8),
+            tmp_path,
+            resume=False,
+            name="t",
+        )

@@ -47,7 +47,18 @@ def load_dumped(text: str, tmp_path: Path):
 
 
 def test_trial_config_sets_the_keys_and_keeps_the_rest(tmp_path):
-    params = TrialParams(1e-3, 600, 1e-4, 16, 1, warmup_ratio=0.25, epochs=12, seed=3)
+    params = TrialParams(
+        {
+            "lr": 1e-3,
+            "warmup_iters": 600,
+            "min_lr_ratio": 1e-4,
+            "warmup_ratio": 0.25,
+            "epochs": 12,
+            "seed": 3,
+        },
+        gpus=16,
+        samples_per_gpu=1,
+    )
     spec = detr3d().render(params, Layout(2, 8, 16), tmp_path, resume=False, name="t")
     cfg = load_dumped(spec.files["trial_config.py"], tmp_path)
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
@@ -67,7 +78,9 @@ def test_trial_config_sets_the_keys_and_keeps_the_rest(tmp_path):
 
 
 def test_argv_torchrun_per_node_and_resume(tmp_path):
-    params = TrialParams(1e-3, 600, 1e-4, 16, 1)
+    params = TrialParams(
+        {"lr": 1e-3, "warmup_iters": 600, "min_lr_ratio": 1e-4}, gpus=16, samples_per_gpu=1
+    )
     spec = detr3d().render(params, Layout(2, 8, 16), Path("/w/t"), resume=True, name="t")
     assert spec.argv == (
         sys.executable, "-m", "torch.distributed.run",
@@ -82,8 +95,13 @@ def test_argv_torchrun_per_node_and_resume(tmp_path):
 
 
 def test_warmup_zero_drops_the_linear_warmup(tmp_path):
-    spec = detr3d().render(TrialParams(1e-3, 0, 1e-4, 1, 1), Layout(1, 1, 1), tmp_path,
-                           resume=False, name="t")  # fmt: skip
+    spec = detr3d().render(
+        TrialParams.of(1, 1, lr=1e-3, warmup_iters=0, min_lr_ratio=1e-4),
+        Layout(1, 1, 1),
+        tmp_path,
+        resume=False,
+        name="t",
+    )
     cfg = load_dumped(spec.files["trial_config.py"], tmp_path)
     assert [s.type for s in cfg.param_scheduler] == ["CosineAnnealingLR"]
     assert spec.argv[:2] == (sys.executable, str(MMDET3D.resolve() / "tools" / "train.py"))
@@ -92,8 +110,13 @@ def test_warmup_zero_drops_the_linear_warmup(tmp_path):
 
 def test_no_virtual_gpus_in_mmdet3d():
     with pytest.raises(UsageError, match="virtual_gpus"):
-        detr3d().render(TrialParams(1e-3, 600, 1e-4, 160, 1), Layout(1, 2, 160), Path("/w"),
-                        resume=False, name="t")  # fmt: skip
+        detr3d().render(
+            TrialParams.of(160, 1, lr=1e-3, warmup_iters=600, min_lr_ratio=1e-4),
+            Layout(1, 2, 160),
+            Path("/w"),
+            resume=False,
+            name="t",
+        )
 
 
 def test_virtual_gpus_key_is_set_and_reference_block_wins(tmp_path):
@@ -113,8 +136,13 @@ def test_virtual_gpus_key_is_set_and_reference_block_wins(tmp_path):
     assert (ref["lr"], ref["samples_per_gpu"], ref["train_samples"]) == (2e-4, 1, 1000)
     assert ref["_sources"]["lr"].endswith("reference.lr")
     assert ref["warmup_iters"] == 50  # not in the block: from param_scheduler
-    spec = t.render(TrialParams(1e-3, 60, 1e-4, 160, 1), Layout(1, 2, 160), tmp_path,
-                    resume=False, name="t")  # fmt: skip
+    spec = t.render(
+        TrialParams.of(160, 1, lr=1e-3, warmup_iters=60, min_lr_ratio=1e-4),
+        Layout(1, 2, 160),
+        tmp_path,
+        resume=False,
+        name="t",
+    )
     assert load_dumped(spec.files["trial_config.py"], tmp_path).virtual_gpus == 160
     assert spec.argv[3:5] == ("--nnodes", "1")
     assert spec.argv[13:15] == ("-m", "scaleout.minibev.train")
@@ -172,8 +200,13 @@ def test_minibev_presets(preset, tmp_path):
                 "min_lr_ratio", "epochs", "train_samples"):  # fmt: skip
         assert key in ref, key
         assert ref["_sources"][key].startswith(str(MINIBEV_CONFIGS / f"{preset}.py"))
-    params = TrialParams(ref["lr"] * 2, ref["warmup_iters"], ref["min_lr_ratio"], 16,
-                         ref["samples_per_gpu"])  # fmt: skip
+    params = TrialParams.of(
+        16,
+        ref["samples_per_gpu"],
+        lr=ref["lr"] * 2,
+        warmup_iters=ref["warmup_iters"],
+        min_lr_ratio=ref["min_lr_ratio"],
+    )
     spec = t.render(params, Layout(1, 1, 16), tmp_path, resume=False, name="t")
     assert spec.argv == (
         sys.executable, "-m", "scaleout.minibev.train", str(tmp_path / "trial_config.py"),

@@ -1,0 +1,382 @@
+"""Knobs: the hyperparameters a sweep derives from the reference recipe and searches.
+
+A `Knob` is one class: its name and unit, its section of the space file (`search.<name>`, a
+pydantic model), how the plan derives it (the rules' predictions, then a range or a fixed
+value), the value it takes in each seed trial, and how a trial's value is coupled to the other
+knobs (min_lr_ratio follows the trial's lr). The plan loops over `KNOBS` in order, so a knob
+may read what the knobs before it derived. Adding a knob is one class here (registered with
+`@knob`) plus its key in each trainer family (docs/architecture.md shows the files).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scaleout.core.errors import SpaceError
+from scaleout.core.rules import (
+    RULES,
+    Range,
+    Reference,
+    RuleContext,
+    Scale,
+    make_rule,
+    rule_names,
+    rule_params,
+    span,
+    warmup_range,
+)
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class SpecModel(BaseModel):
+    """A section of the space file: unknown keys are refused, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+def _check_range(rng: Any) -> Any:
+    if rng is None:
+        return rng
+    lo, hi = rng
+    if hi <= lo:
+        raise ValueError(
+            f"range is inverted or empty: [{lo:g}, {hi:g}]; give [low, high] with low < high"
+        )
+    return rng
+
+
+def _names(knob_name: str) -> Any:
+    """Literal of the rule names registered for a knob: pydantic lists them in its message."""
+    return Literal[rule_names(knob_name)]  # type: ignore[valid-type]
+
+
+def _parametrised_rule(knob_name: str) -> type[SpecModel]:
+    """`{rule: NAME, <param>: value}` for a knob whose rules take parameters."""
+    params = sorted({p for cls in RULES[knob_name].values() for p in rule_params(cls)})
+    annotations: dict[str, Any] = {"rule": _names(knob_name)}
+    annotations.update({p: float | None for p in params})
+
+    def check(self: Any) -> Any:
+        make_rule(knob_name, self.rule, **{p: getattr(self, p) for p in params})
+        return self
+
+    namespace: dict[str, Any] = {
+        "__annotations__": annotations,
+        **{p: None for p in params},
+        "_params": model_validator(mode="after")(check),
+        "to_rule": lambda self: make_rule(
+            knob_name, self.rule, **{p: getattr(self, p) for p in params}
+        ),
+    }
+    return type(f"{knob_name}_rule", (SpecModel,), namespace)
+
+
+# -- what a knob derives ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnobPlan:
+    """A knob as planned: the rules' predictions, and a range to search or a fixed value.
+
+    `rules` are the labels of the rules the range spans (predictions may also show the seed
+    origins' rules), `cap` knob-specific coupling data (min_lr_ratio: the absolute floor a
+    trial's lr x ratio stays under), `json` extra top-level keys of the plan document.
+    """
+
+    name: str
+    predictions: dict[str, float]
+    rules: tuple[str, ...] = ()
+    range: Range | None = None
+    fixed: Any = None
+    cap: float | None = None
+    json: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a knob sees while the plan is derived: the reference, the scale, the space file's
+    seed origins, and the knobs derived before it."""
+
+    ref: Reference
+    scale: Scale
+    path: str
+    seeds: tuple[str, ...]
+    derived: dict[str, KnobPlan] = field(default_factory=dict)
+
+    def rule_context(self, lr: float | None = None) -> RuleContext:
+        return RuleContext(self.ref, self.scale, lr)
+
+
+class Knob:
+    """One hyperparameter. Subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str]
+    unit: ClassVar[str]
+    integer: ClassVar[bool] = False
+    spec: ClassVar[type[SpecModel]]
+    abbrev: ClassVar[str] = ""  # shown in run names ("lr", "wu"); "" leaves the knob out
+    # On in every sweep (the first three), or only when the space file names its section.
+    default_on: ClassVar[bool] = True
+
+    def short(self, value: Any) -> str:
+        return str(int(value)) if self.integer else f"{float(value):.1e}"
+
+    def reference_value(self, ref: Reference) -> Any:
+        return getattr(ref, self.name)
+
+    def derive(self, spec: Any, ctx: PlanContext) -> KnobPlan:
+        raise NotImplementedError
+
+    def seed_value(self, origin: str, spec: Any, ctx: PlanContext, kp: KnobPlan, seed: dict) -> Any:
+        """The value in the seed trial `origin` (reference, sqrt, linear); `seed` holds the
+        values of the knobs before this one in the same seed."""
+        raise NotImplementedError
+
+    def couple(self, value: Any, values: dict[str, Any], kp: KnobPlan) -> Any:
+        """The value a sampled trial runs with, given its other values (default: as sampled)."""
+        return value
+
+
+KNOBS: dict[str, Knob] = {}
+
+
+def knob(cls: type[Knob]) -> type[Knob]:
+    KNOBS[cls.name] = cls()
+    return cls
+
+
+def _clamp(value: float, rng: Range | None) -> float:
+    if rng is None:
+        return value
+    return min(max(value, rng.low), rng.high)
+
+
+# -- lr ----------------------------------------------------------------------------------------
+
+LrRuleSpec = _parametrised_rule("lr")
+
+
+class LrSearch(SpecModel):
+    rules: list[LrRuleSpec] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [LrRuleSpec(rule="sqrt"), LrRuleSpec(rule="linear")],
+        min_length=1,
+    )
+    widen: Annotated[float, Field(ge=1)] = 1.25
+    range: tuple[PosFloat, PosFloat] | None = None
+    fixed: PosFloat | None = None
+    log: bool = True
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        # A rule is a name ("sqrt") or a mapping with its parameters ({rule: power, alpha: 0.54}).
+        if isinstance(v, list):
+            return [{"rule": r} if isinstance(r, str) else r for r in v]
+        return v
+
+    def lr_rules(self) -> list[Any]:
+        return [r.to_rule() for r in self.rules]
+
+
+@knob
+class LearningRate(Knob):
+    """The peak learning rate: spanned between the rules' predictions on a log axis."""
+
+    name = "lr"
+    unit = ""
+    spec = LrSearch
+    abbrev = "lr"
+
+    def derive(self, spec: LrSearch, ctx: PlanContext) -> KnobPlan:
+        rules = spec.lr_rules()
+        rc = ctx.rule_context()
+        predictions = {r.label: r.predict(rc) for r in rules}
+        labels = tuple(r.label for r in rules)
+        # The seed origins that name an lr rule are shown beside the searched rules.
+        for origin in ("reference", "sqrt", "linear"):
+            if origin in ctx.seeds and origin not in predictions:
+                predictions[origin] = make_rule("lr", origin).predict(rc)
+        if spec.fixed is not None:
+            return KnobPlan(self.name, predictions, labels, fixed=spec.fixed)
+        if spec.range is not None:
+            rng = Range(*spec.range, log=spec.log)
+            return KnobPlan(self.name, predictions, labels, range=rng)
+        rng = span([r.predict(rc) for r in rules], spec.widen, log=spec.log)
+        return KnobPlan(self.name, predictions, labels, range=rng)
+
+    def seed_value(self, origin: str, spec: LrSearch, ctx: PlanContext, kp: KnobPlan, seed: dict):
+        if kp.fixed is not None:
+            return kp.fixed
+        return make_rule("lr", origin).predict(ctx.rule_context())
+
+
+# -- warmup_iters ------------------------------------------------------------------------------
+
+WarmupRuleName = _names("warmup_iters")
+
+
+class WarmupSearch(SpecModel):
+    rules: list[WarmupRuleName] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["keep_iters", "keep_epochs"], min_length=1
+    )
+    widen: Annotated[float, Field(ge=1)] = 1.5
+    cap_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2
+    seed_rule: WarmupRuleName = "keep_iters"  # type: ignore[valid-type]
+    range: tuple[PosInt, PosInt] | None = None
+    fixed: PosInt | None = None
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+def predict_warmup(rule: str, ctx: PlanContext) -> int:
+    return max(1, round(make_rule("warmup_iters", rule).predict(ctx.rule_context())))
+
+
+@knob
+class WarmupIters(Knob):
+    """Linear warmup in iterations, capped at a fraction of the trial's iterations."""
+
+    name = "warmup_iters"
+    unit = "iterations"
+    integer = True
+    spec = WarmupSearch
+    abbrev = "wu"
+
+    def derive(self, spec: WarmupSearch, ctx: PlanContext) -> KnobPlan:
+        total = ctx.scale.target_total_iters
+        predictions = {w: predict_warmup(w, ctx) for w in spec.rules}
+        if spec.fixed is not None:
+            return KnobPlan(self.name, predictions, fixed=spec.fixed)
+        if spec.range is not None:
+            lo, hi = spec.range
+            if lo >= total:
+                raise SpaceError(
+                    ctx.path,
+                    "search.warmup_iters.range",
+                    f"starts at {lo} but a trial has only {total} iterations in all",
+                )
+            return KnobPlan(
+                self.name, predictions, range=Range(lo, min(hi, total), log=True, integer=True)
+            )
+        cap = math.floor(spec.cap_fraction * total)
+        try:
+            rng = warmup_range(predictions.values(), spec.widen, cap)
+        except ValueError as exc:
+            raise SpaceError(
+                ctx.path,
+                "search.warmup_iters.cap_fraction",
+                f"{spec.cap_fraction:g} x {total} total iterations leaves no room: {exc}",
+                hint="raise cap_fraction (it must leave at least the smallest rule's warmup) "
+                "or fix warmup_iters",
+            ) from None
+        return KnobPlan(self.name, predictions, range=rng)
+
+    def seed_value(self, origin: str, spec: WarmupSearch, ctx: PlanContext, kp: KnobPlan, seed):
+        if kp.fixed is not None:
+            return kp.fixed
+        if origin == "reference":
+            return ctx.ref.warmup_iters
+        return round(_clamp(predict_warmup(spec.seed_rule, ctx), kp.range))
+
+    def couple(self, value: Any, values: dict[str, Any], kp: KnobPlan) -> Any:
+        return int(value)
+
+
+# -- min_lr_ratio ------------------------------------------------------------------------------
+
+MinLrRuleName = _names("min_lr_ratio")
+
+
+class MinLrSearch(SpecModel):
+    rules: list[MinLrRuleName] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["keep_ratio", "keep_floor"], min_length=1
+    )
+    widen: Annotated[float, Field(ge=1)] = 2.0
+    floor_at_most_reference: bool = True
+    decay_to_zero: bool = False
+    zero_ratio: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    seed_rule: MinLrRuleName = "keep_floor"  # type: ignore[valid-type]
+    range: tuple[PosFloat, PosFloat] | None = None
+    fixed: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+    _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+@knob
+class MinLrRatio(Knob):
+    """The cosine's floor as a ratio of the trial's lr. With `floor_at_most_reference` a
+    trial's ratio is capped so that lr x ratio stays at or below the reference floor: the
+    coupling is a per-trial cap, so the sampler's distributions stay independent boxes."""
+
+    name = "min_lr_ratio"
+    unit = "ratio"
+    spec = MinLrSearch
+
+    def derive(self, spec: MinLrSearch, ctx: PlanContext) -> KnobPlan:
+        ref = ctx.ref
+        lr = ctx.derived["lr"]
+        searched = {label: v for label, v in lr.predictions.items() if label in lr.rules}
+        lr_for_floor = {"fixed": lr.fixed} if lr.fixed is not None else searched
+        predictions: dict[str, float] = {}
+        for rule in spec.rules:
+            if rule == "keep_ratio":
+                predictions[rule] = ref.min_lr_ratio
+            else:
+                for label, value in lr_for_floor.items():
+                    predictions[f"{rule}@{label}"] = make_rule(self.name, rule).predict(
+                        ctx.rule_context(value)
+                    )
+        cap = ref.min_lr if spec.floor_at_most_reference else None
+        out = {"min_lr_floor_cap": cap}
+        if spec.fixed is not None:
+            return KnobPlan(self.name, predictions, fixed=spec.fixed, cap=cap, json=out)
+        if spec.range is not None:
+            rng = Range(*spec.range, log=True)
+            return KnobPlan(self.name, predictions, range=rng, cap=cap, json=out)
+        if ref.min_lr_ratio <= 0:
+            raise SpaceError(
+                ctx.path,
+                "search.min_lr_ratio",
+                "the reference decays to zero (min_lr_ratio 0), so there is no ratio "
+                "to scale: set fixed: 0 or give a range",
+            )
+        rng = span(predictions.values(), spec.widen)
+        hi = rng.high
+        if cap is not None:
+            smallest_lr = lr.range.low if lr.range is not None else lr.fixed
+            hi = min(hi, cap / smallest_lr)
+        lo = min(rng.low, spec.zero_ratio) if spec.decay_to_zero else rng.low
+        if hi <= lo:
+            raise SpaceError(
+                ctx.path,
+                "search.min_lr_ratio",
+                f"keeping the floor at or below the reference's leaves no range "
+                f"([{lo:.3g}, {hi:.3g}])",
+                hint="set floor_at_most_reference: false or widen the range",
+            )
+        return KnobPlan(self.name, predictions, range=Range(lo, hi, log=True), cap=cap, json=out)
+
+    def seed_value(self, origin: str, spec: MinLrSearch, ctx: PlanContext, kp: KnobPlan, seed):
+        if kp.fixed is not None:
+            return kp.fixed
+        if origin == "reference":
+            return ctx.ref.min_lr_ratio
+        lr = seed["lr"]
+        ratio = make_rule(self.name, spec.seed_rule).predict(ctx.rule_context(lr))
+        if kp.cap is not None:
+            ratio = min(ratio, kp.cap / lr)
+        return _clamp(ratio, kp.range)
+
+    def couple(self, value: Any, values: dict[str, Any], kp: KnobPlan) -> Any:
+        ratio = float(value)
+        if kp.cap is None or ratio == 0:
+            return ratio
+        return min(ratio, kp.cap / float(values["lr"]))
