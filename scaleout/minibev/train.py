@@ -191,7 +191,7 @@ def _check_checkpoint(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # mmengine 0.10.7 loads its own checkpoints with torch.load's pre-2.6 default; torch >= 2.6
-    # refuses them (FACTS 8). We only ever load checkpoints this trainer wrote.
+    # refuses them (docs/trainers.md). We only ever load checkpoints this trainer wrote.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     args = parse_args(argv)
     try:

@@ -5,7 +5,7 @@ is writing, so a half-written last line is ignored, unparsable lines are skipped
 value, and several files (one per run after a resume) merge with the later file winning
 per epoch. The writers produce the same formats for fixtures and fake trainers.
 
-Formats (FACTS section 4):
+Formats (docs/trainers.md):
 - mmcv 1.x `{work_dir}/{timestamp}.log.json`: first line run metadata, then
   `{"mode": "train", "epoch", "iter" (within the epoch), "lr", "time", "loss", ...}` and
   `{"mode": "val", "epoch", "iter", "pts_bbox_NuScenes/NDS", ...}`.

@@ -172,3 +172,16 @@ def test_warmup_range(preds, widen, cap, expected):
 def test_warmup_range_cap_leaves_no_room():
     with pytest.raises(ValueError, match="below the smallest warmup"):
         warmup_range([500, 25], 1.5, 10)
+
+
+def test_every_registered_rule_is_documented():
+    from pathlib import Path
+
+    from scaleout.core.knobs import KNOBS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "search-space.md").read_text()
+    for knob_name, rules in RULES.items():
+        assert f"  {knob_name}:" in doc, knob_name
+        for name in rules:
+            assert name in doc, (knob_name, name)
+    assert set(RULES) <= set(KNOBS)
