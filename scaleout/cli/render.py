@@ -122,7 +122,11 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         t.add_column("value", justify="right")
         t.add_column("source")
         for name, source in plan.reference_sources.items():
-            t.add_row(name, f"{getattr(ref, name):.6g}", source)
+            if name.startswith("metric."):
+                value = ref.metric[name.removeprefix("metric.")]
+            else:
+                value = getattr(ref, name)
+            t.add_row(name, f"{value:.6g}", source)
         console.print(t)
     for note in plan.notes:
         console.print(f"[dim]note: {note}[/]")

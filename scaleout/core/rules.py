@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import ClassVar
 
 
@@ -21,7 +21,9 @@ class Reference:
     """The recipe that is known to work at the reference scale (e.g. BEVFormer-base at 8 GPUs).
 
     `wall_time_h` (whole training at the reference scale) or `sample_time_s` (GPU-seconds per
-    training sample) lets the plan estimate cost; both are optional.
+    training sample) lets the plan estimate cost; both are optional. `metric` is what the
+    recipe scores at its own scale ({"NDS": 0.517, "mAP": 0.416}), when known: the level the
+    sweep's recovery is measured against.
     """
 
     gpus: int
@@ -34,6 +36,7 @@ class Reference:
     train_samples: int
     wall_time_h: float | None = None
     sample_time_s: float | None = None
+    metric: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -41,7 +44,7 @@ class Reference:
 
     @classmethod
     def required_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.default is not None)
+        return tuple(f.name for f in fields(cls) if f.default is MISSING and f.name != "metric")
 
     @property
     def global_batch(self) -> int:

@@ -97,6 +97,9 @@ class ReferenceSpec(_Model):
     train_samples: PosInt | None = None
     wall_time_h: PosFloat | None = None
     sample_time_s: PosFloat | None = None
+    # What the recipe scores at its own scale, e.g. {NDS: 0.517, mAP: 0.416}: the level the
+    # share of the drop recovered is measured against.
+    metric: dict[str, Annotated[float, Field(ge=0)]] | None = None
 
 
 class Target(_Model):
@@ -218,12 +221,23 @@ def resolve_reference(
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in Reference.field_names():
+        if name == "metric":
+            continue
         if name in given:
             merged[name] = given[name]
             sources[name] = f"{path}: reference.{name}"
         elif trainer_values.get(name) is not None:
             merged[name] = trainer_values[name]
             sources[name] = trainer_sources.get(name, "trainer config")
+    # The reference's own score, key by key: the space file's over the trainer config's.
+    metric: dict[str, float] = {}
+    for key, value in dict(trainer_values.get("metric") or {}).items():
+        metric[key] = float(value)
+        sources[f"metric.{key}"] = trainer_sources.get("metric", "trainer config") + f".{key}"
+    for key, value in dict(given.get("metric") or {}).items():
+        metric[key] = float(value)
+        sources[f"metric.{key}"] = f"{path}: reference.metric.{key}"
+    merged["metric"] = metric
     missing = [n for n in Reference.required_names() if n not in merged]
     if missing:
         raise SpaceError(

@@ -136,3 +136,22 @@ def test_reference_missing_values_are_listed():
     with pytest.raises(SpaceError, match=r"missing .*train_samples") as info:
         resolve_reference(parse_space({"reference": {"lr": 1e-4}}), {}, "s.yaml")
     assert "s.yaml: reference:" in str(info.value)
+
+
+def test_reference_metric_merges_key_by_key_and_says_where_each_came_from():
+    space = parse_space({"reference": {"metric": {"NDS": 0.5}}}, "s.yaml")
+    trainer = {
+        "gpus": 8, "samples_per_gpu": 1, "lr": 2e-4, "warmup_iters": 500, "warmup_ratio": 0.5,
+        "min_lr_ratio": 1e-3, "epochs": 24, "train_samples": 100,
+        "metric": {"NDS": 0.4, "mAP": 0.3},
+        "_sources": {"metric": "cfg.py: reference.metric"},
+    }  # fmt: skip
+    ref, sources = resolve_reference(space, trainer, "s.yaml")
+    assert ref.metric == {"NDS": 0.5, "mAP": 0.3}
+    assert sources["metric.NDS"] == "s.yaml: reference.metric.NDS"
+    assert sources["metric.mAP"] == "cfg.py: reference.metric.mAP"
+
+
+def test_reference_metric_must_be_numbers(tmp_path):
+    with pytest.raises(SpaceError, match=r"reference\.metric\.NDS"):
+        load_space(_write(tmp_path, "reference: {metric: {NDS: high}}\n"))
