@@ -30,13 +30,6 @@ class SeedTrial:
     def params(self) -> dict[str, Any]:
         return dict(self.values)
 
-    def __getattr__(self, name: str) -> Any:
-        # seed.lr, seed.warmup_iters: a knob's value by its name.
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
-
 
 @dataclass(frozen=True)
 class Cost:

@@ -30,10 +30,12 @@ def test_bevformer_160_acceptance(bevformer_reference):
 def test_seed_trials_follow_the_rules(bevformer_reference):
     seeds = {s.origin: s for s in plan_for(bevformer_reference).seeds}
     assert seeds["reference"].params() == {"lr": 2e-4, "warmup_iters": 500, "min_lr_ratio": 1e-3}
-    assert seeds["sqrt"].warmup_iters == 500  # seed_rule keep_iters
+    assert seeds["sqrt"].values["warmup_iters"] == 500  # seed_rule keep_iters
     # keep_floor: lr x min_lr_ratio equals the reference floor 2e-7
     for origin in ("sqrt", "linear"):
-        assert seeds[origin].lr * seeds[origin].min_lr_ratio == pytest.approx(2e-7)
+        assert seeds[origin].values["lr"] * seeds[origin].values["min_lr_ratio"] == pytest.approx(
+            2e-7
+        )
 
 
 def test_seed_warmup_is_clamped_into_the_capped_range(bevformer_reference):
@@ -41,7 +43,7 @@ def test_seed_warmup_is_clamped_into_the_capped_range(bevformer_reference):
     # cannot be used as is.
     p = plan_for(bevformer_reference, gpus=1600)
     assert p.ranges["warmup_iters"].high == 86
-    assert all(s.warmup_iters <= 86 for s in p.seeds if s.origin != "reference")
+    assert all(s.values["warmup_iters"] <= 86 for s in p.seeds if s.origin != "reference")
 
 
 def _ratio(plan, lr, ratio, seed=None):
@@ -77,13 +79,13 @@ def test_fixed_values_leave_the_search(bevformer_reference):
     )
     assert "warmup_iters" not in p.ranges
     assert p.fixed == {"warmup_iters": 600, "weight_decay": 0.05}
-    assert {s.warmup_iters for s in p.seeds} == {600}
+    assert {s.values["warmup_iters"] for s in p.seeds} == {600}
 
 
 def test_fixed_lr_dedupes_seed_trials(bevformer_reference):
     p = plan_for(bevformer_reference, search={"lr": {"fixed": 1e-3}})
     assert "lr" not in p.ranges
-    assert len({s.lr for s in p.seeds}) == 1
+    assert len({s.values["lr"] for s in p.seeds}) == 1
     assert len(p.seeds) == 2  # reference (its own warmup/min_lr) and one rules point
 
 
