@@ -1,7 +1,8 @@
 """Trials ranked by the objective, straight from the study (the source of truth).
 
-One row per trial with the columns a user ranks by; `scaleout leaderboard`, the sweep
-summary and the analysis DataFrame all start from `leaderboard_rows`.
+One row per trial with the columns a user ranks by; `scaleout leaderboard` and the sweep
+summary print these rows (the frame's `queries.leaderboard` is the same ranking in pandas:
+both follow `workspace.best_first`). The knob columns are the plan's (`SweepStore.knobs`).
 """
 
 from __future__ import annotations
@@ -9,24 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from scaleout.results.format import fmt_value
+from scaleout.sweep.workspace import CORE_KNOBS, TrialRecord, best_first
 
-from scaleout.sweep.search import Attr
-
-COLUMNS = (
-    "rank",
-    "trial",
-    "state",
-    "origin",
-    "objective",
-    "NDS",
-    "mAP",
-    "lr",
-    "warmup_iters",
-    "min_lr_ratio",
+_HEAD = ("rank", "trial", "state", "origin", "objective", "NDS", "mAP")
+_TAIL = (
     "gpus",
     "samples_per_gpu",
     "global_batch",
@@ -39,116 +30,94 @@ COLUMNS = (
 )
 
 
-def trial_row(t: FrozenTrial, objective: str) -> dict[str, Any]:
-    ua = t.user_attrs
-    p = ua.get(Attr.PARAMS) or {}
-    r = ua.get(Attr.RESULT) or {}
-    attempts = ua.get(Attr.ATTEMPT, 1 if ua.get(Attr.JOB) else 0)
+def columns(knobs: Sequence[str] = CORE_KNOBS) -> tuple[str, ...]:
+    """The CSV/JSON columns for a plan's knobs."""
+    return (*_HEAD, *knobs, *_TAIL)
+
+
+COLUMNS = columns()
+
+
+def trial_row(
+    r: TrialRecord, rank: int | None = None, knobs: Sequence[str] = CORE_KNOBS
+) -> dict[str, Any]:
+    p, res = r.params, r.result
     return {
-        "rank": None,
-        "trial": t.number,
-        "state": t.state.name,
-        "origin": ua.get(Attr.ORIGIN, "sampled"),
-        "objective": t.value if t.state == TrialState.COMPLETE else r.get(objective),
-        "NDS": r.get("NDS"),
-        "mAP": r.get("mAP"),
-        "lr": p.get("lr"),
-        "warmup_iters": p.get("warmup_iters"),
-        "min_lr_ratio": p.get("min_lr_ratio"),
+        "rank": rank,
+        "trial": r.number,
+        "state": r.state,
+        "origin": r.origin,
+        "objective": r.value,
+        "NDS": res.get("NDS"),
+        "mAP": res.get("mAP"),
+        **{k: p.get(k) for k in knobs},
         "gpus": p.get("gpus"),
         "samples_per_gpu": p.get("samples_per_gpu"),
         "global_batch": p.get("global_batch"),
-        "epochs": r.get("epochs"),
-        "attempts": attempts,
-        "wall_time_s": r.get("wall_time_s"),
-        "gpu_hours": r.get("gpu_hours"),
-        "samples_per_s": r.get("samples_per_s"),
-        "mlflow_run_id": ua.get(Attr.RUN_ID),
+        "epochs": res.get("epochs"),
+        "attempts": r.attempts,
+        "wall_time_s": res.get("wall_time_s"),
+        "gpu_hours": res.get("gpu_hours"),
+        "samples_per_s": res.get("samples_per_s"),
+        "mlflow_run_id": r.run_id,
     }
 
 
 def leaderboard_rows(
-    trials: list[FrozenTrial], objective: str, direction: str, *, include_waiting: bool = False
+    trials: Iterable[Any],
+    objective: str,
+    direction: str,
+    *,
+    include_waiting: bool = False,
+    knobs: Sequence[str] = CORE_KNOBS,
 ) -> list[dict[str, Any]]:
-    """Completed trials first, best first; then pruned (by last reported value), failed,
-    running. Ranks count completed trials only."""
-    rows = [
-        trial_row(t, objective) for t in trials if include_waiting or t.state != TrialState.WAITING
+    """Completed trials first, best first; then pruned (by last reported value), running,
+    failed. Ranks count completed trials only. `trials`: `TrialRecord`s (from
+    `SweepStore.records`) or Optuna FrozenTrials."""
+    records = [
+        t if isinstance(t, TrialRecord) else TrialRecord.from_trial(t, objective) for t in trials
     ]
-    sign = -1.0 if direction == "maximize" else 1.0
-    order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3, "WAITING": 4}
-
-    def key(row: dict[str, Any]) -> tuple[int, float, int]:
-        v = row["objective"]
-        return (
-            order.get(row["state"], 5),
-            sign * v if isinstance(v, float) and math.isfinite(v) else math.inf,
-            row["trial"],
-        )
-
-    rows.sort(key=key)
-    rank = 0
-    for row in rows:
-        if row["state"] == "COMPLETE":
-            rank += 1
-            row["rank"] = rank
-    return rows
+    records = [r for r in records if include_waiting or r.state != "WAITING"]
+    return [trial_row(r, rank, knobs) for rank, r in best_first(records, direction)]
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], knobs: Sequence[str] = CORE_KNOBS) -> str:
+    cols = columns(knobs)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=list(cols), extrasaction="ignore")
     w.writeheader()
     for row in rows:
-        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
     return buf.getvalue()
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps([{k: row.get(k) for k in COLUMNS} for row in rows], indent=2)
+def to_json(rows: list[dict[str, Any]], knobs: Sequence[str] = CORE_KNOBS) -> str:
+    cols = columns(knobs)
+    return json.dumps([{k: row.get(k) for k in cols} for row in rows], indent=2)
 
 
-def rich_table(rows: list[dict[str, Any]], objective: str, *, limit: int | None = None) -> Any:
+# Table headers shorter than the keys, where a terminal needs the room.
+_TITLES = {"rank": "#", "warmup_iters": "warmup", "gpus": "GPUs", "attempts": "tries"}
+_TITLES |= {"wall_time_s": "wall", "gpu_hours": "GPU-h"}
+
+
+def rich_table(
+    rows: list[dict[str, Any]],
+    objective: str,
+    *,
+    limit: int | None = None,
+    knobs: Sequence[str] = CORE_KNOBS,
+) -> Any:
     from rich.table import Table
 
-    t = Table(title=None)
-    cols = [
-        ("#", "rank"),
-        ("trial", "trial"),
-        ("state", "state"),
-        ("origin", "origin"),
-        (objective, "objective"),
-        ("mAP", "mAP"),
-        ("lr", "lr"),
-        ("warmup", "warmup_iters"),
-        ("min_lr_ratio", "min_lr_ratio"),
-        ("GPUs", "gpus"),
-        ("tries", "attempts"),
-        ("wall", "wall_time_s"),
-        ("GPU-h", "gpu_hours"),
-    ]
+    keys = ["rank", "trial", "state", "origin", "objective", "mAP", *knobs]
+    keys += ["gpus", "attempts", "wall_time_s", "gpu_hours"]
     if objective == "mAP":
-        cols = [c for c in cols if c[1] != "mAP"]
-    for title, _ in cols:
-        t.add_column(title, justify="left" if title in ("trial", "state", "origin") else "right")
+        keys.remove("mAP")
+    t = Table(title=None)
+    for k in keys:
+        title = objective if k == "objective" else _TITLES.get(k, k)
+        t.add_column(title, justify="left" if k in ("trial", "state", "origin") else "right")
     for row in rows[:limit]:
-        t.add_row(*(_cell(k, row.get(k)) for _, k in cols))
+        t.add_row(*(fmt_value(row.get(k), k) for k in keys))
     return t
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key == "trial":
-        return f"t{value:03d}"
-    if key in ("lr", "min_lr_ratio"):
-        return f"{value:.2e}"
-    if key in ("objective", "mAP", "NDS"):
-        return f"{value:.4f}"
-    if key == "wall_time_s":
-        from scaleout.results.format import fmt_duration
-
-        return fmt_duration(value)
-    if key == "gpu_hours":
-        return f"{value:.2f}"
-    return str(value)

@@ -2,7 +2,7 @@
 
 Every function returns a matplotlib Figure drawn on its own Agg canvas (no display, no
 pyplot state, so the global backend stays whatever the user or Jupyter chose) and raises
-`analysis.NoFinishedTrials` rather than draw an empty plot. Pruned trials are drawn hollow at
+`queries.NoFinishedTrials` rather than draw an empty plot. Pruned trials are drawn hollow at
 their last reported value; failed ones have no value and are left out (the report lists them).
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from scaleout.results.frame import NoFinishedTrials, require_finished
+from scaleout.results.queries import NoFinishedTrials, require_finished
 
 ORIGIN_COLORS = {
     "reference": "#7f7f7f",
@@ -108,6 +108,13 @@ def nds_vs_warmup(df: pd.DataFrame, *, metric: str | None = None) -> Figure:
 
 def nds_vs_min_lr_ratio(df: pd.DataFrame, *, metric: str | None = None) -> Figure:
     return _against_param(df, "min_lr_ratio", "min_lr_ratio (log)", metric, log=True)
+
+
+def nds_vs_param(df: pd.DataFrame, param: str, *, metric: str | None = None) -> Figure:
+    """The objective against any other searched parameter, on its range's scale."""
+    rng = ((df.attrs.get("plan") or {}).get("ranges") or {}).get(param) or {}
+    log = bool(rng.get("log"))
+    return _against_param(df, param, f"{param} (log)" if log else param, metric, log=log)
 
 
 def _against_param(
@@ -340,22 +347,15 @@ def scaling_table(sweeps: pd.DataFrame, *, metric: str | None = None) -> pd.Data
     return pd.DataFrame(rows).sort_values("gpus", ignore_index=True)
 
 
-PLOTS = (
-    "nds_vs_lr",
-    "nds_vs_warmup",
-    "nds_vs_min_lr_ratio",
-    "learning_curves",
-    "pareto_front",
-    "param_importance",
-)
+CORE_PLOTS = {"lr", "warmup_iters", "min_lr_ratio"}  # have plots of their own above
 
 
 def sweep_plots(df: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Figure]:
-    """All of a sweep's plots that its data supports, by name (PLOTS order). Raises
+    """All of a sweep's plots that its data supports, by name (the order of the table in
+    docs/analysis.md, then `nds_vs_<name>` for each further searched parameter). Raises
     NoFinishedTrials when there is none; a plot the data cannot support yet (importance with
     one completed trial) is left out."""
     require_finished(df)
-    out: dict[str, Figure] = {}
     makers = {
         "nds_vs_lr": lambda: nds_vs_lr(df),
         "nds_vs_warmup": lambda: nds_vs_warmup(df),
@@ -364,9 +364,14 @@ def sweep_plots(df: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Figure]:
         "pareto_front": lambda: pareto_front(df),
         "param_importance": lambda: param_importance(df),
     }
-    for name in PLOTS:
+    searched = (df.attrs.get("plan") or {}).get("ranges") or {}
+    for p in searched:
+        if p not in CORE_PLOTS and p in df:
+            makers[f"nds_vs_{p}"] = lambda p=p: nds_vs_param(df, p)
+    out: dict[str, Figure] = {}
+    for name, make in makers.items():
         try:
-            out[name] = makers[name]()
+            out[name] = make()
         except NoFinishedTrials:
             continue
     return out

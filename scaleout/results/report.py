@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from scaleout.results import queries
+from scaleout.results.format import fmt_counts, fmt_trial, fmt_value
+from scaleout.results.frame import epoch_frame, trial_frame, trial_runs
+from scaleout.sweep.workspace import SweepStore, TrialRecord
 
 PLOT_TITLES = {
     "nds_vs_lr": "Objective against lr, with the sqrt and linear rules",
@@ -35,31 +39,6 @@ class Report:
     finished: int = 0
 
 
-def fmt(value: Any, key: str = "") -> str:
-    """One cell as a reader wants it: lr-like values in e-notation, times as h:mm:ss."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "-"
-    if key == "trial":
-        return f"t{int(value):03d}"
-    if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if key.endswith("wall_time_s") and isinstance(value, (int, float)):
-        from scaleout.results.format import fmt_duration
-
-        return fmt_duration(float(value))
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if key in ("lr", "min_lr_ratio", "reference_lr", "tuned_lr") or key.startswith("lr_"):
-            return f"{value:.2e}"
-        if value.is_integer() and abs(value) < 1e6 and key not in ("NDS", "mAP", "objective"):
-            return str(int(value))
-        if abs(value) >= 1000 or (value != 0 and abs(value) < 1e-3):
-            return f"{value:.3e}"
-        return f"{value:.4f}"
-    return str(value)
-
-
 def html_table(df: pd.DataFrame, *, index: bool = False) -> str:
     cols = list(df.columns)
     head = "".join(
@@ -71,7 +50,7 @@ def html_table(df: pd.DataFrame, *, index: bool = False) -> str:
         for c in cols:
             v = row[c]
             cls = " class='text'" if isinstance(v, str) else ""
-            cells.append(f"<td{cls}>{html.escape(fmt(v, str(c)))}</td>")
+            cells.append(f"<td{cls}>{html.escape(fmt_value(v, str(c)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -81,7 +60,7 @@ def md_table(df: pd.DataFrame, *, index: bool = False) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in df.iterrows():
         cells = [str(idx)] if index else []
-        cells += [fmt(row[c], str(c)).replace("|", "\\|") for c in df.columns]
+        cells += [fmt_value(row[c], str(c)).replace("|", "\\|") for c in df.columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -95,18 +74,18 @@ def build_report(
 ) -> Report:
     """Write report.html (plots embedded as base64 PNG) and report.md (+ PNG files) to `out`
     (default: <sweep>/report/)."""
-    from scaleout.results import frame as analysis
     from scaleout.results import plots
 
-    src = analysis.open_source(name, workspace, mlflow_uri=mlflow_uri)
-    df = analysis.load_sweep(name, workspace, mlflow_uri=src.mlflow_uri or "")
-    out_dir = Path(out) if out else src.sweep.dir / "report"
+    store = SweepStore.open(name, workspace)
+    runs = trial_runs(store, store.mlflow_uri(mlflow_uri))
+    records = store.records()
+    df = trial_frame(store, records, runs)
+    out_dir = Path(out) if out else store.dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = analysis.finished(df)
+    done = queries.finished(df)
     figures: dict[str, Any] = {}
     if not done.empty:
-        epochs = analysis.load_epochs(name, workspace, mlflow_uri=src.mlflow_uri or "")
-        figures = plots.sweep_plots(df, epochs)
+        figures = plots.sweep_plots(df, epoch_frame(store, records, runs))
     pngs: dict[str, bytes] = {}
     paths = []
     for key, fig in figures.items():
@@ -115,7 +94,7 @@ def build_report(
         path.write_bytes(pngs[key])
         paths.append(path)
 
-    sections = _sections(df, done, src)
+    sections = _sections(df, done, records)
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
     html_path.write_text(_html(name, sections, pngs))
@@ -123,13 +102,33 @@ def build_report(
     return Report(html_path, md_path, paths, len(done))
 
 
-def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
-    from scaleout.results import frame as analysis
+def plot_title(key: str) -> str:
+    return PLOT_TITLES.get(key) or f"Objective against {key.removeprefix('nds_vs_')}"
 
+
+def leaderboard_page(df: pd.DataFrame) -> str:
+    """A standalone HTML page of the leaderboard (the one logged to MLflow)."""
+    title = html.escape(f"Leaderboard: sweep {df.attrs.get('sweep', '')}")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{TABLE_CSS}</style></head><body><h1>{title}</h1>"
+        f"{html_table(queries.leaderboard(df))}</body></html>"
+    )
+
+
+TABLE_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th{background:#f3f3f3}td.text{text-align:left}"
+)
+
+
+def _sections(df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord]) -> dict[str, Any]:
     plan, meta = df.attrs["plan"], df.attrs["meta"]
     objective = df.attrs["objective"]
-    counts = df["state"].value_counts().to_dict()
     ref = plan["reference"]
+    ref_keys = [k for k in ("gpus", "samples_per_gpu", *queries.knobs(df), "epochs") if k in ref]
     overview = pd.DataFrame(
         {
             "value": [
@@ -141,7 +140,7 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
                 + (f" ({meta['trainer'].get('preset')})" if meta["trainer"].get("preset") else ""),
                 meta["executor"],
                 f"{objective} ({plan['objective']['direction']})",
-                ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "none",
+                fmt_counts(queries.totals(df)) or "none",
                 meta.get("trials"),
                 meta.get("space_file"),
             ]
@@ -162,16 +161,10 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
             name="",
         ),
     )
+    names = {"gpus": "GPUs", "samples_per_gpu": "samples per GPU"}
     reference = pd.DataFrame(
-        {
-            "value": [
-                ref.get(k)
-                for k in ("gpus", "samples_per_gpu", "lr", "warmup_iters", "min_lr_ratio", "epochs")
-            ]
-        },
-        index=pd.Index(
-            ["GPUs", "samples per GPU", "lr", "warmup_iters", "min_lr_ratio", "epochs"], name=""
-        ),
+        {"value": [ref[k] for k in ref_keys]},
+        index=pd.Index([names.get(k, k) for k in ref_keys], name=""),
     )
     rules = pd.DataFrame(
         [
@@ -190,23 +183,23 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
     best = None
     best_note = "no completed trial yet"
     if not df[df["state"] == "COMPLETE"].empty:
-        best = analysis.best_vs_rules(df)
-        b = analysis.best_trial(df)
-        head = f"best: t{int(b['trial']):03d} ({b['origin']}), {objective} "
-        head += fmt(b["objective"], objective)
+        best = queries.best_vs_rules(df)
+        b = queries.best_trial(df)
+        head = f"best: {fmt_trial(b['trial'])} ({b['origin']}), {objective} "
+        head += fmt_value(b["objective"], "objective")
         if pd.notna(b["lr_vs_sqrt"]) and pd.notna(b["lr_vs_linear"]):
             head += (
-                f" at lr {b['lr']:.2e} = {b['lr_vs_sqrt']:.2f}x the sqrt rule and "
+                f" at lr {fmt_value(b['lr'], 'lr')} = {b['lr_vs_sqrt']:.2f}x the sqrt rule and "
                 f"{b['lr_vs_linear']:.2f}x the linear rule"
             )
         best_note = head
     failed = df[df["state"] == "FAIL"]
     failures = []
     if len(failed):
-        by_number = {t.number: t for t in src.trials()}
+        by_number = {r.number: r for r in records}
         for _, r in failed.iterrows():
-            t = by_number.get(int(r["trial"]))
-            info = (t.user_attrs.get("failure") if t is not None else None) or {}
+            rec = by_number.get(int(r["trial"]))
+            info = rec.failure if rec is not None else {}
             failures.append(
                 {
                     "trial": int(r["trial"]),
@@ -217,12 +210,15 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
                     "log_tail": info.get("log_tail") or "",
                 }
             )
-    c = analysis.cost(df)
+    c = queries.cost(df)
     cost = pd.DataFrame(
         {
             "value": [
                 c["gpu_hours"],
-                ", ".join(f"{k.lower()} {v:.3f}" for k, v in c["gpu_hours_by_state"].items())
+                ", ".join(
+                    f"{k.lower()} {fmt_value(v, 'gpu_hours')}"
+                    for k, v in c["gpu_hours_by_state"].items()
+                )
                 or "-",
                 c["trial_wall_time_s"],
                 c["sweep_wall_time_s"],
@@ -257,7 +253,7 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
         "ranges": ranges,
         "seeds": seeds,
         "notes": plan.get("notes") or [],
-        "leaderboard": analysis.leaderboard(df) if len(df) else None,
+        "leaderboard": queries.leaderboard(df) if len(df) else None,
         "finished": len(done),
         "best": best,
         "best_note": best_note,
@@ -269,7 +265,7 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, src: Any) -> dict[str, Any]:
 
 def _cost_table(cost: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
-        {"value": [fmt(v, k) if k else v for v, k in zip(cost["value"], keys, strict=True)]},
+        {"value": [fmt_value(v, k) if k else v for v, k in zip(cost["value"], keys, strict=True)]},
         index=cost.index,
     )
 
@@ -314,7 +310,7 @@ def _html(name: str, s: dict[str, Any], pngs: dict[str, bytes]) -> str:
         b64 = base64.b64encode(data).decode()
         parts.append(
             f"<figure><img alt='{e(key)}' src='data:image/png;base64,{b64}'>"
-            f"<figcaption>{e(PLOT_TITLES.get(key, key))}</figcaption></figure>"
+            f"<figcaption>{e(plot_title(key))}</figcaption></figure>"
         )
     parts.append("<h2>Best trial against the rules</h2>")
     parts.append(
@@ -327,7 +323,8 @@ def _html(name: str, s: dict[str, Any], pngs: dict[str, bytes]) -> str:
         parts.append("<p>None.</p>")
     for f in s["failures"]:
         parts.append(
-            f"<h3>t{f['trial']:03d} ({e(str(f['origin']))}), {e(fmt(f['attempts']))} attempt(s), "
+            f"<h3>{fmt_trial(f['trial'])} ({e(str(f['origin']))}), {e(fmt_value(f['attempts']))} "
+            "attempt(s), "
             f"job {e(str(f['job']))}</h3><p>{e(f['reason'])}</p>"
             + (f"<pre>{e(f['log_tail'])}</pre>" if f["log_tail"] else "")
         )
@@ -371,7 +368,7 @@ def _markdown(name: str, s: dict[str, Any], plot_keys: list[str]) -> str:
     if not s["finished"]:
         parts.append("No finished trials yet, so no plots.\n")
     for key in plot_keys:
-        parts += [f"![{PLOT_TITLES.get(key, key)}]({key}.png)", ""]
+        parts += [f"![{plot_title(key)}]({key}.png)", ""]
     parts += ["## Best trial against the rules", ""]
     parts.append(
         md_table(s["best"], index=True) if s["best"] is not None else "No completed trial yet."
@@ -381,7 +378,7 @@ def _markdown(name: str, s: dict[str, Any], plot_keys: list[str]) -> str:
         parts.append("None.")
     for f in s["failures"]:
         parts += [
-            f"### t{f['trial']:03d} ({f['origin']}), {fmt(f['attempts'])} attempt(s), "
+            f"### {fmt_trial(f['trial'])} ({f['origin']}), {fmt_value(f['attempts'])} attempt(s), "
             f"job {f['job']}",
             "",
             f["reason"],

@@ -1,4 +1,5 @@
-"""Sweeps on disk: one folder per sweep under the workspace, and the one-controller lock.
+"""Sweeps on disk: one folder per sweep under the workspace, the one-controller lock, and
+`SweepStore`, the one reader of a saved sweep.
 
 <workspace>/                       (--workspace, $SCALEOUT_WORKSPACE, ./scaleout-workspace)
   mlflow.db, mlartifacts/          the default MLflow store, shared by the workspace's sweeps
@@ -20,11 +21,14 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from scaleout.core.errors import StateError, UsageError
+from scaleout.core.errors import ScaleoutError, StateError, UsageError
 
 DEFAULT_WORKSPACE = "scaleout-workspace"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -73,9 +77,6 @@ class Sweep:
     @property
     def meta_path(self) -> Path:
         return self.dir / "sweep.json"
-
-    def trial_dir(self, number: int) -> Path:
-        return self.dir / "trials" / f"t{number:03d}"
 
     def exists(self) -> bool:
         return self.meta_path.exists()
@@ -171,3 +172,309 @@ class ControllerLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# -- reading a saved sweep -----------------------------------------------------------------------
+# The three settings every view of a trial shows, in this order, whatever else the plan names.
+CORE_KNOBS = ("lr", "warmup_iters", "min_lr_ratio")
+# What a plan may fix that describes a trial's scale, not its recipe: these have columns of
+# their own (`epochs` trained, `gpus` ...), so they are not knobs.
+SCALE_KEYS = frozenset({"gpus", "samples_per_gpu", "global_batch", "epochs"})
+STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")  # Optuna's TrialState order
+_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3, "WAITING": 4}
+
+
+def plan_knobs(plan: Mapping[str, Any]) -> tuple[str, ...]:
+    """The settings a sweep searches or fixes, from its plan.json ("ranges", "seed_trials",
+    "fixed"): the core three first, then the others in the order the plan names them."""
+    names = dict.fromkeys(CORE_KNOBS)
+    names.update(dict.fromkeys(plan.get("ranges") or {}))
+    for seed in plan.get("seed_trials") or []:
+        names.update(dict.fromkeys(k for k in seed if k != "origin"))
+    names.update(dict.fromkeys(plan.get("fixed") or {}))
+    return tuple(n for n in names if n not in SCALE_KEYS)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial's stored facts, decoded from the study (its user attrs hold them, see
+    `search.Attr`). `value` is the objective: final for completed trials, else the result's."""
+
+    number: int
+    state: str
+    origin: str
+    value: float | None
+    params: dict[str, Any]
+    result: dict[str, Any]
+    attempts: int
+    job: dict[str, Any]
+    work_dir: Path | None
+    run_id: str | None
+    failure: dict[str, Any]
+    intermediate: dict[int, float] = field(default_factory=dict)
+    started: datetime | None = None
+    finished: datetime | None = None
+
+    @classmethod
+    def from_trial(cls, t: Any, objective: str, *, home: Path | None = None) -> TrialRecord:
+        """From an Optuna FrozenTrial. `home`: the sweep's folder now, where a work dir the
+        trial recorded inside the sweep's folder is looked for after a move."""
+        from scaleout.sweep.search import Attr
+
+        ua = t.user_attrs
+        params = ua.get(Attr.PARAMS) or {}
+        result = ua.get(Attr.RESULT) or {}
+        state = t.state.name
+        work_dir = Path(ua[Attr.WORK_DIR]) if ua.get(Attr.WORK_DIR) else None
+        if work_dir is not None and home is not None:
+            work_dir = _first_existing(_now_at(work_dir, home), work_dir) or work_dir
+        return cls(
+            number=t.number,
+            state=state,
+            origin=ua.get(Attr.ORIGIN, "sampled"),
+            value=t.value if state == "COMPLETE" else result.get(objective),
+            # Before the controller records what a trial runs with, the sampled values.
+            params={**t.params, **params},
+            result=result,
+            attempts=ua.get(Attr.ATTEMPT, 1 if ua.get(Attr.JOB) else 0),
+            job=json.loads(ua.get(Attr.JOB) or "{}"),
+            work_dir=work_dir,
+            run_id=ua.get(Attr.RUN_ID),
+            failure=ua.get(Attr.FAILURE) or {},
+            intermediate=dict(t.intermediate_values),
+            started=t.datetime_start,
+            finished=t.datetime_complete,
+        )
+
+
+def best_first(
+    records: Iterable[TrialRecord], direction: str
+) -> list[tuple[int | None, TrialRecord]]:
+    """The one order every view of a sweep shows: completed trials best first, then pruned
+    ones (by their last reported value), running, failed and waiting ones. Ranks (1-based)
+    count completed trials only; the others get None."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(r: TrialRecord) -> tuple[int, float, int]:
+        v = r.value
+        finite = isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
+        return (_ORDER.get(r.state, 5), sign * v if finite else float("inf"), r.number)
+
+    out: list[tuple[int | None, TrialRecord]] = []
+    rank = 0
+    for r in sorted(records, key=key):
+        if r.state == "COMPLETE":
+            rank += 1
+        out.append((rank if r.state == "COMPLETE" else None, r))
+    return out
+
+
+class SweepStore:
+    """The one reader of a saved sweep: sweep.json, plan.json, the study and the trial folders.
+
+    It never writes: the study is opened read-only (SQLite) and never created, so a reader
+    cannot leave an empty database behind a wrong path. Stores recorded inside the sweep's own
+    folder (the default study.db) or the workspace (the default mlflow.db), and the trials'
+    folders, are looked for where the sweep is now: a workspace moved as a whole (mv) reads as
+    before. Errors name the file and why, in one line.
+    """
+
+    def __init__(self, sweep: Sweep) -> None:
+        self.sweep = sweep
+        self._study: Any = None
+
+    @classmethod
+    def open(cls, name: str, workspace: str | Path | None = None) -> SweepStore:
+        """The sweep `name` in `workspace` (default: $SCALEOUT_WORKSPACE, else
+        ./scaleout-workspace); a name that is not there lists the ones that are."""
+        return cls(find_sweep(workspace_root(str(workspace) if workspace else None), name))
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+    @property
+    def dir(self) -> Path:
+        return self.sweep.dir
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return self.sweep.read_meta()
+
+    @cached_property
+    def plan(self) -> dict[str, Any]:
+        path = self.dir / "plan.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the plan {path}: {type(exc).__name__}") from None
+
+    @property
+    def objective(self) -> str:
+        return self.plan["objective"]["metric"]
+
+    @property
+    def direction(self) -> str:
+        return self.plan["objective"]["direction"]
+
+    @cached_property
+    def knobs(self) -> tuple[str, ...]:
+        return plan_knobs(self.plan)
+
+    @cached_property
+    def storage_url(self) -> str:
+        """The study's SQLAlchemy URL, where the study is now."""
+        url = self.meta["storage"]
+        recorded = _sqlite_file(url)
+        if recorded is None:
+            return url
+        found = _first_existing(_now_at(recorded, self.dir), recorded)
+        if found is None:
+            raise StateError(
+                f"the study database of sweep {self.name!r} is gone from {recorded} "
+                "(moved or deleted?)",
+                hint="move the sweep's folder back together with its study.db",
+            )
+        return f"sqlite:///{found}"
+
+    def mlflow_uri(self, override: str | None = None) -> str | None:
+        """The tracking store to read: `override` (--mlflow-uri) if given, None for "" (read
+        without MLflow), else the recorded one, where it is now."""
+        if override == "":
+            return None
+        if override:
+            path = _sqlite_file(override)
+            # MlflowClient would silently create an empty store at a wrong path: refuse.
+            if path is not None and not path.exists():
+                raise StateError(
+                    f"no MLflow store at {override} (asked for sweep {self.name!r})",
+                    hint="check the path; `scaleout status NAME --json` shows the store the "
+                    "sweep used",
+                )
+            return override
+        url = self.meta["mlflow_uri"]
+        recorded = _sqlite_file(url)
+        if recorded is None:
+            return url
+        found = _first_existing(self._in_workspace_now(recorded), recorded)
+        if found is None:
+            raise StateError(
+                f"the MLflow store of sweep {self.name!r} is gone from {url} (moved or deleted?)",
+                hint="pass mlflow_uri= (--mlflow-uri) where it lives now, or mlflow_uri='' "
+                "(--no-mlflow) to load without MLflow metrics",
+            )
+        return f"sqlite:///{found}"
+
+    def _in_workspace_now(self, recorded: Path) -> Path:
+        # The workspace the sweep was made in is the parent of the folder its study was in;
+        # when the study does not say (not SQLite), the default store's name does.
+        study = _sqlite_file(self.meta["storage"])
+        old_dir = _folder_named(study, self.name) if study is not None else None
+        if old_dir is not None and recorded.is_relative_to(old_dir.parent):
+            return self.sweep.root / recorded.relative_to(old_dir.parent)
+        return self.sweep.root / recorded.name if recorded.name == "mlflow.db" else recorded
+
+    def study(self) -> Any:
+        """The Optuna study, loaded once; read it, never write it (the controller owns it)."""
+        if self._study is None:
+            self._study = self._guard(self._load)
+        return self._study
+
+    def _load(self) -> Any:
+        import optuna
+
+        return optuna.load_study(study_name=self.name, storage=_read_only(self.storage_url))
+
+    def _guard(self, read: Any) -> Any:
+        where = _where(self.storage_url)
+        try:
+            return read()
+        except ScaleoutError:
+            raise
+        except KeyError:
+            raise StateError(f"the study database {where} holds no study {self.name!r}") from None
+        except Exception as exc:  # sqlalchemy raises many kinds; the user needs the file and why
+            raise StateError(f"cannot read the study database {where}: {_reason(exc)}") from None
+
+    def records(self, *, include_waiting: bool = False) -> list[TrialRecord]:
+        """Every trial's stored facts, by trial number (waiting ones only when asked)."""
+        trials = self._guard(lambda: self.study().get_trials(deepcopy=False))
+        return [
+            TrialRecord.from_trial(t, self.objective, home=self.dir)
+            for t in trials
+            if include_waiting or t.state.name != "WAITING"
+        ]
+
+    def study_attrs(self) -> dict[str, Any]:
+        return self._guard(lambda: dict(self.study().user_attrs))
+
+    def controller(self) -> str | None:
+        """Who runs the sweep now (pid and host), or None."""
+        return ControllerLock(self.sweep).holder()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///` URL (None for other stores and in-memory ones)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _folder_named(path: Path, name: str) -> Path | None:
+    return next((p for p in path.parents if p.name == name), None)
+
+
+def _now_at(recorded: Path, home: Path) -> Path:
+    """Where a path recorded inside a folder named like `home` lies now that the folder is
+    `home` (/old/ws/s1/study.db -> <home>/study.db for home /new/ws/s1); others unchanged."""
+    old = _folder_named(recorded, home.name)
+    return recorded if old is None else home / recorded.relative_to(old)
+
+
+def _first_existing(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.exists()), None)
+
+
+def _read_only(url: str) -> Any:
+    """Optuna storage that cannot write: SQLite opened with mode=ro (the URI is given to
+    sqlite3 itself, so no character in the path can turn it back into a writable open), and
+    no table creation for any backend."""
+    import optuna
+
+    path = _sqlite_file(url)
+    if path is None:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
+        )
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path))}?mode=ro"
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs={
+            "creator": lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        },
+        skip_table_creation=True,
+    )
+
+
+def _where(url: str) -> str:
+    path = _sqlite_file(url)
+    if path is not None:
+        return str(path)
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's first line: Optuna wraps the database's own words."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +58,63 @@ def test_unknown_sweep_lists_known_ones(finished_sweep):
         r = scaleout(cmd, "nope", "--workspace", str(ws))
         assert r.returncode == 2
         assert "no sweep named 'nope'" in r.stderr and f"sweeps here: {name}" in r.stderr
+
+
+def moved_workspace(ws: Path, tmp_path: Path) -> Path:
+    """The session's workspace as if it had been made in `tmp_path/made` and then moved to
+    `tmp_path/moved` with mv: every path its records hold (sweep.json, the study's attrs)
+    names a folder that is gone."""
+    made, moved = tmp_path / "made", tmp_path / "moved"
+    shutil.copytree(ws, made)
+    for meta_path in made.glob("*/sweep.json"):
+        meta = json.loads(meta_path.read_text())
+        meta.update(
+            storage=f"sqlite:///{meta_path.parent / 'study.db'}",
+            mlflow_uri=f"sqlite:///{made / 'mlflow.db'}",
+        )
+        meta_path.write_text(json.dumps(meta))
+        with sqlite3.connect(meta_path.parent / "study.db") as db:
+            for table in ("trial_user_attributes", "study_user_attributes"):
+                db.execute(
+                    f"UPDATE {table} SET value_json = replace(value_json, ?, ?)",
+                    (json.dumps(str(ws))[1:-1], json.dumps(str(made))[1:-1]),
+                )
+    os.rename(made, moved)
+    return moved
+
+
+def test_a_moved_workspace_still_answers(finished_sweep, tmp_path):
+    from scaleout.results import load_sweep
+
+    ws, name = finished_sweep
+    moved = moved_workspace(ws, tmp_path)
+    r = scaleout("status", name, "--workspace", str(moved), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["complete"] == 3
+    r = scaleout("leaderboard", name, "--workspace", str(moved), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert [row["rank"] for row in json.loads(r.stdout)] == [1, 2, 3]
+    df = load_sweep(name, moved)
+    assert len(df) == 3 and df["mATE"].notna().all()
+    # The trial folders are read where they are now, not where the study recorded them.
+    assert all(Path(d).is_relative_to(moved / name) and Path(d).is_dir() for d in df["work_dir"])
+    assert not (tmp_path / "made").exists()  # no reader recreated the old folder
+
+
+def test_a_garbage_study_is_named_in_one_line(finished_sweep, tmp_path):
+    ws, name = finished_sweep
+    broken = tmp_path / "ws" / name
+    broken.mkdir(parents=True)
+    shutil.copy(ws / name / "plan.json", broken / "plan.json")
+    meta = json.loads((ws / name / "sweep.json").read_text())
+    meta["storage"] = f"sqlite:///{broken / 'study.db'}"
+    (broken / "sweep.json").write_text(json.dumps(meta))
+    (broken / "study.db").write_bytes(os.urandom(4096))
+    for cmd in ("status", "leaderboard"):
+        r = scaleout(cmd, name, "--workspace", str(tmp_path / "ws"))
+        assert r.returncode in (2, 3), (cmd, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert str(broken / "study.db") in r.stderr
 
 
 def _free_port() -> int:

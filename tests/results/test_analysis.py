@@ -1,4 +1,5 @@
-"""scaleout.results.frame against a sweep the session ran for real, and its bad inputs."""
+"""The frame, its queries and publish against a sweep the session ran for real, and their bad
+inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from scaleout.core.errors import StateError, UsageError
-from scaleout.results import frame as analysis
+from scaleout.results import frame, queries
+from scaleout.results.publish import publish
+from scaleout.sweep.workspace import SweepStore
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +76,8 @@ def unfinished(finished_sweep, tmp_path_factory):
 
 def test_one_row_per_trial_with_the_plan_and_mlflow_joined(finished_sweep):
     ws, name = finished_sweep
-    df = analysis.load_sweep(name, ws)
-    assert list(df.columns) == list(analysis.COLUMNS)
+    df = frame.load_sweep(name, ws)
+    assert list(df.columns) == list(frame.COLUMNS)
     assert len(df) == 3 and set(df["state"]) == {"COMPLETE"}
     assert list(df["rank"]) == [1, 2, 3]
     assert df["objective"].is_monotonic_decreasing
@@ -94,21 +97,21 @@ def test_one_row_per_trial_with_the_plan_and_mlflow_joined(finished_sweep):
 def test_every_column_is_documented():
     text = DOCS.read_text()
     documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", text, flags=re.M))
-    missing = set(analysis.COLUMNS) - documented
+    missing = set(frame.COLUMNS) - documented
     assert not missing, f"docs/analysis.md does not document {sorted(missing)}"
     assert {"trial", "epoch", "metric", "value"} <= documented
 
 
 def test_epochs_long_form(finished_sweep):
     ws, name = finished_sweep
-    ep = analysis.load_epochs(name, ws)
+    ep = frame.load_epochs(name, ws)
     assert list(ep.columns) == ["sweep", "trial", "state", "origin", "epoch", "metric", "value"]
     assert set(ep["metric"]) == {"NDS", "mAP"}
     assert ep["epoch"].min() == 1  # the final value at step 0 is not an epoch
     per_trial = ep[ep["metric"] == "NDS"].groupby("trial")["epoch"].max()
     assert (per_trial == 3).all()
     # Without MLflow: the objective from the study's intermediate values, same numbers.
-    bare = analysis.load_epochs(name, ws, mlflow_uri="")
+    bare = frame.load_epochs(name, ws, mlflow_uri="")
     assert set(bare["metric"]) == {"NDS"}
     merged = bare.merge(ep[ep["metric"] == "NDS"], on=["trial", "epoch"])
     assert len(merged) == len(bare)
@@ -117,36 +120,36 @@ def test_epochs_long_form(finished_sweep):
 
 def test_across_sweeps_and_best_vs_rules(finished_sweep, unfinished):
     ws, name = finished_sweep
-    both = analysis.load_sweeps([name, name], ws)
+    both = frame.load_sweeps([name, name], ws)
     assert list(both["sweep"]) == [name] * 6 and set(both.attrs["plans"]) == {name}
     with pytest.raises(UsageError, match="no sweep named 'failing'"):
-        analysis.load_sweeps([name, unfinished[1]], ws)
-    df = analysis.load_sweep(name, ws)
-    table = analysis.best_vs_rules(df)
+        frame.load_sweeps([name, unfinished[1]], ws)
+    df = frame.load_sweep(name, ws)
+    table = queries.best_vs_rules(df)
     assert list(table.index) == ["lr", "warmup_iters", "min_lr_ratio", "NDS"]
-    best = analysis.best_trial(df)
+    best = queries.best_trial(df)
     assert table.iloc[0, 0] == pytest.approx(best["lr"])
     assert table.loc["lr", "best / sqrt"] == pytest.approx(best["lr_vs_sqrt"])
-    c = analysis.cost(df)
+    c = queries.cost(df)
     assert c["gpu_hours"] == pytest.approx(df["gpu_hours"].sum()) and c["sweep_wall_time_s"] > 0
 
 
 def test_unknown_sweep_lists_the_ones_that_exist(finished_sweep):
     ws, name = finished_sweep
     with pytest.raises(UsageError, match="no sweep named 'nope'") as e:
-        analysis.load_sweep("nope", ws)
+        frame.load_sweep("nope", ws)
     assert name in str(e.value)
 
 
 def test_no_finished_trials_says_so(unfinished):
     ws, name = unfinished
-    df = analysis.load_sweep(name, ws)
+    df = frame.load_sweep(name, ws)
     assert list(df["state"]) == ["FAIL"] and df["failure"].iloc[0] == "exit code 1"
     assert df["attempts"].iloc[0] == 2 and df["job_id"].iloc[0] == "4242"
-    with pytest.raises(analysis.NoFinishedTrials, match=r"no finished trials yet \(1 fail\)"):
-        analysis.require_finished(df)
-    with pytest.raises(analysis.NoFinishedTrials, match="no completed trial"):
-        analysis.best_vs_rules(df)
+    with pytest.raises(queries.NoFinishedTrials, match=r"no finished trials yet \(1 fail\)"):
+        queries.require_finished(df)
+    with pytest.raises(queries.NoFinishedTrials, match="no completed trial"):
+        queries.best_vs_rules(df)
 
 
 def test_moved_workspace_still_opens_and_a_lost_store_is_named(finished_sweep, tmp_path):
@@ -157,22 +160,22 @@ def test_moved_workspace_still_opens_and_a_lost_store_is_named(finished_sweep, t
     meta = json.loads(meta_path.read_text())  # as if moved from a folder that is gone now
     meta.update(mlflow_uri="sqlite:////gone/mlflow.db", storage=f"sqlite:////gone/{name}/study.db")
     meta_path.write_text(json.dumps(meta))
-    df = analysis.load_sweep(name, moved)
+    df = frame.load_sweep(name, moved)
     assert len(df) == 3 and df["mATE"].notna().all()
     (moved / "mlflow.db").unlink()
     with pytest.raises(StateError, match="MLflow store of sweep 'done' is gone") as e:
-        analysis.load_sweep(name, moved)
+        frame.load_sweep(name, moved)
     assert "mlflow_uri" in str(e.value)
-    assert len(analysis.load_sweep(name, moved, mlflow_uri="")) == 3
+    assert len(frame.load_sweep(name, moved, mlflow_uri="")) == 3
     with pytest.raises(StateError, match="no MLflow store at"):
-        analysis.load_sweep(name, moved, mlflow_uri=f"sqlite:///{tmp_path / 'nowhere.db'}")
+        frame.load_sweep(name, moved, mlflow_uri=f"sqlite:///{tmp_path / 'nowhere.db'}")
     assert not (tmp_path / "nowhere.db").exists()
     other = f"sqlite:///{tmp_path / 'other.db'}"
     from scaleout.sweep.tracking import MlflowTracker
 
     MlflowTracker(other).check()  # an existing store that never saw this sweep
     with pytest.raises(StateError, match="holds no experiment of sweep 'done'"):
-        analysis.load_sweep(name, moved, mlflow_uri=other)
+        frame.load_sweep(name, moved, mlflow_uri=other)
 
 
 def test_the_sweep_published_its_plots_and_leaderboard(finished_sweep):
@@ -181,9 +184,9 @@ def test_the_sweep_published_its_plots_and_leaderboard(finished_sweep):
     from scaleout.sweep.tracking import LEADERBOARD_VIEW_TAG
 
     ws, name = finished_sweep
-    src = analysis.open_source(name, ws)
-    client = MlflowClient(src.mlflow_uri)
-    parent = src.study_attrs()["mlflow_parent_run_id"]
+    store = SweepStore.open(name, ws)
+    client = MlflowClient(store.mlflow_uri())
+    parent = store.study_attrs()["mlflow_parent_run_id"]
     logged = {a.path for a in client.list_artifacts(parent, "analysis")}
     expected = {f"analysis/{p}.png" for p in ("nds_vs_lr", "learning_curves", "pareto_front")}
     assert expected | {"analysis/leaderboard.csv", "analysis/leaderboard.html"} <= logged
@@ -195,4 +198,4 @@ def test_the_sweep_published_its_plots_and_leaderboard(finished_sweep):
 
 def test_publish_without_finished_trials_logs_only_the_leaderboard(unfinished):
     ws, name = unfinished
-    assert analysis.publish(name, ws) == ["analysis/leaderboard.csv", "analysis/leaderboard.html"]
+    assert publish(name, ws) == ["analysis/leaderboard.csv", "analysis/leaderboard.html"]

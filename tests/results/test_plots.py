@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from scaleout.results import plots
-from scaleout.results.frame import NoFinishedTrials
+from scaleout.results.queries import NoFinishedTrials
 
 PLAN = {
     "rules": {"lr": {"sqrt": 2.8e-3, "linear": 4e-3, "reference": 2e-3}},

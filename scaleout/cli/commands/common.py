@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from scaleout.core.errors import UsageError
-
 
 def positive_int(flag: str):
     def parse(text: str) -> int:
@@ -91,8 +89,3 @@ def load_plan(args: argparse.Namespace):
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UsageError(message)

@@ -17,30 +17,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    import optuna
-
     from scaleout.results.leaderboard import leaderboard_rows, rich_table, to_csv, to_json
-    from scaleout.sweep.workspace import find_sweep, workspace_root
+    from scaleout.sweep.workspace import SweepStore
 
-    sweep = find_sweep(workspace_root(args.workspace), args.name)
-    meta = sweep.read_meta()
-    plan = json.loads((sweep.dir / "plan.json").read_text())
-    study = optuna.load_study(study_name=sweep.name, storage=meta["storage"])
-    objective, direction = plan["objective"]["metric"], plan["objective"]["direction"]
-    rows = leaderboard_rows(study.get_trials(deepcopy=False), objective, direction)
+    store = SweepStore.open(args.name, args.workspace)
+    knobs = store.knobs
+    rows = leaderboard_rows(store.records(), store.objective, store.direction, knobs=knobs)
     rows = rows[: args.top] if args.top else rows
     if args.format == "csv":
-        print(to_csv(rows), end="")
+        print(to_csv(rows, knobs), end="")
     elif args.format == "json":
-        print(to_json(rows))
+        print(to_json(rows, knobs))
     else:
         from scaleout.cli.render import make_console
 
         console = make_console()
         if not rows:
-            console.print(f"sweep {sweep.name} has no trials yet")
+            console.print(f"sweep {store.name} has no trials yet")
         else:
-            console.print(rich_table(rows, objective))
+            console.print(rich_table(rows, store.objective, knobs=knobs))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from scaleout.cli.commands.common import print_json
@@ -20,54 +19,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def sweep_status(sweep: Any) -> dict[str, Any]:
-    import optuna
-    from optuna.trial import TrialState
+def sweep_status(store: Any) -> dict[str, Any]:
+    """Where the sweep in `store` (a SweepStore) stands: counts, running trials, best."""
+    from scaleout.sweep.workspace import STATES, best_first
 
-    from scaleout.sweep.search import Attr
-    from scaleout.sweep.workspace import ControllerLock
-
-    meta = sweep.read_meta()
-    plan = json.loads((sweep.dir / "plan.json").read_text())
-    study = optuna.load_study(study_name=sweep.name, storage=meta["storage"])
-    trials = study.get_trials(deepcopy=False)
-    objective = plan["objective"]["metric"]
-    running = []
-    for t in trials:
-        if t.state != TrialState.RUNNING:
-            continue
-        job = json.loads(t.user_attrs.get(Attr.JOB) or "{}")
-        iv = t.intermediate_values
-        running.append(
-            {
-                "trial": t.number,
-                "origin": t.user_attrs.get(Attr.ORIGIN),
-                "attempt": t.user_attrs.get(Attr.ATTEMPT),
-                "job_id": job.get("job_id"),
-                "job": job.get("name"),
-                "epoch": max(iv, default=0),
-                objective: iv[max(iv)] if iv else None,
-                "params": t.user_attrs.get(Attr.PARAMS),
-            }
-        )
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = None
-    if done:
-        pick = max if study.direction.name == "MAXIMIZE" else min
-        b = pick(done, key=lambda t: t.value)
-        best = {"trial": b.number, "value": b.value, "params": b.user_attrs.get(Attr.PARAMS)}
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    meta, objective = store.meta, store.objective
+    records = store.records(include_waiting=True)
+    running = [
+        {
+            "trial": r.number,
+            "origin": r.origin,
+            "attempt": r.attempts,
+            "job_id": r.job.get("job_id"),
+            "job": r.job.get("name"),
+            "epoch": max(r.intermediate, default=0),
+            objective: r.intermediate[max(r.intermediate)] if r.intermediate else None,
+            "params": r.params or None,
+        }
+        for r in records
+        if r.state == "RUNNING"
+    ]
+    ranked = best_first(records, store.direction)
+    best = next(
+        ({"trial": r.number, "value": r.value, "params": r.params} for rank, r in ranked if rank),
+        None,
+    )
     return {
-        "sweep": sweep.name,
-        "dir": str(sweep.dir),
+        "sweep": store.name,
+        "dir": str(store.dir),
         "space_file": meta["space_file"],
         "gpus": meta["gpus"],
         "trainer": meta["trainer"]["name"],
         "executor": meta["executor"],
         "budget": meta["trials"],
         "objective": objective,
-        "counts": counts,
-        "controller": ControllerLock(sweep).holder(),
+        "counts": {s.lower(): sum(r.state == s for r in records) for s in STATES},
+        "controller": store.controller(),
         "running": running,
         "best": best,
         "mlflow_uri": meta["mlflow_uri"],
@@ -76,7 +63,7 @@ def sweep_status(sweep: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from scaleout.core.errors import UsageError
-    from scaleout.sweep.workspace import find_sweep, list_sweeps, workspace_root
+    from scaleout.sweep.workspace import SweepStore, list_sweeps, workspace_root
 
     root = workspace_root(args.workspace)
     if args.list or not args.name:
@@ -90,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
         if not args.list and not args.name:
             raise UsageError("give a sweep name: scaleout status NAME")
         return 0
-    st = sweep_status(find_sweep(root, args.name))
+    st = sweep_status(SweepStore.open(args.name, root))
     if args.json:
         print_json(st)
         return 0
     from rich.table import Table
 
     from scaleout.cli.render import make_console
+    from scaleout.results.format import fmt_lr, fmt_metric, fmt_trial
 
     c = make_console()
     n = st["counts"]
@@ -112,22 +100,22 @@ def run(args: argparse.Namespace) -> int:
     if st["best"]:
         p = st["best"]["params"] or {}
         c.print(
-            f"  best {st['objective']} {st['best']['value']:.4f}: t{st['best']['trial']:03d} "
-            f"lr {p.get('lr', float('nan')):.2e} warmup {p.get('warmup_iters')}"
+            f"  best {st['objective']} {fmt_metric(st['best']['value'])}: "
+            f"{fmt_trial(st['best']['trial'])} lr {fmt_lr(p.get('lr'))} "
+            f"warmup {p.get('warmup_iters')}"
         )
     if st["running"]:
         t = Table()
         for col in ("trial", "origin", "try", "job", "epoch", st["objective"]):
             t.add_column(col)
         for r in st["running"]:
-            v = r[st["objective"]]
             t.add_row(
-                f"t{r['trial']:03d}",
+                fmt_trial(r["trial"]),
                 str(r["origin"]),
                 str(r["attempt"]),
                 str(r["job_id"]),
                 str(r["epoch"]),
-                "-" if v is None else f"{v:.4f}",
+                fmt_metric(r[st["objective"]]),
             )
         c.print(t)
     if n["running"] and not st["controller"]:

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             console.print("cancelled the running trials (--cancel-on-exit)")
         summary = sweep_summary(opened.study, opened.plan, opened.sweep.name, reason)
         if reason != "stopped":
-            from scaleout.results.frame import publish_after_sweep  # plots + leaderboard to MLflow
+            from scaleout.results.publish import publish_after_sweep  # plots, leaderboard
 
             publish_after_sweep(opened, console)
             opened.tracker.finish_sweep(opened.parent_run_id, _numeric(summary))

@@ -95,10 +95,9 @@ def optuna_storage(root, name: str | None) -> tuple[str, str]:  # type: ignore[n
                 + (f"(sweeps here: {', '.join(names)})" if names else f"(none in {root} yet)")
             )
         name = names[0]
-    from scaleout.results.frame import open_source
+    from scaleout.sweep.workspace import SweepStore
 
-    src = open_source(name, root, mlflow_uri="")
-    return name, src.storage_url
+    return name, SweepStore.open(name, root).storage_url
 
 
 def experiment_urls(uri: str, server: str) -> list[tuple[str, str]]:

@@ -1,0 +1,100 @@
+"""A saved sweep made by hand (no training): its folder, plan, study and trials, so the reader
+and the frame can be tested in milliseconds. The real sweep is `finished_sweep` (tests/)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GOLDEN = Path(__file__).resolve().parents[1] / "core" / "golden" / "plan_lr_scaling_160g.json"
+
+
+def _trial(number: int, state: str, origin: str, lr: float, **extra: Any) -> dict[str, Any]:
+    return {"number": number, "state": state, "origin": origin, "lr": lr, **extra}
+
+
+TRIALS = [
+    _trial(0, "COMPLETE", "reference", 2e-3, value=0.30, epochs=3),
+    _trial(1, "COMPLETE", "sampled", 9e-3, value=0.35, epochs=3),
+    _trial(2, "PRUNED", "sampled", 3e-2, intermediate={1: 0.10, 2: 0.12}),
+    _trial(3, "FAIL", "sampled", 4e-2, failure={"reason": "exit code 1", "log_tail": "OOM"}),
+    _trial(4, "RUNNING", "sampled", 1e-2, intermediate={1: 0.20}),
+    _trial(5, "WAITING", "sampled", 1e-2),
+]
+
+
+def save_sweep(
+    root: Path,
+    name: str = "hand",
+    *,
+    ranges: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
+    mlflow_uri: str | None = None,
+) -> Path:
+    """Write <root>/<name>/ as a sweep would: sweep.json, plan.json, study.db, trial folders.
+    `ranges`/`fixed` add knobs to the plan (the trials run with them)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    d = root / name
+    d.mkdir(parents=True)
+    plan = json.loads(GOLDEN.read_text())
+    plan["ranges"].update(ranges or {})
+    plan["fixed"].update(fixed or {})
+    (d / "plan.json").write_text(json.dumps(plan))
+    storage = f"sqlite:///{d / 'study.db'}"
+    meta = {
+        "name": name,
+        "uid": uuid.uuid4().hex,
+        "space_file": "lr_scaling.yaml",
+        "gpus": 160,
+        "samples_per_gpu": 1,
+        "trials": 8,
+        "trainer": {"name": "minibev", "preset": "tiny"},
+        "executor": "local",
+        "storage": storage,
+        "mlflow_uri": mlflow_uri or f"sqlite:///{root / 'mlflow.db'}",
+    }
+    (d / "sweep.json").write_text(json.dumps(meta))
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    extra = {k: (r["low"] + r["high"]) / 2 for k, r in (ranges or {}).items()}
+    for t in TRIALS:
+        work = d / "trials" / f"t{t['number']:03d}"
+        work.mkdir(parents=True)
+        params = {"lr": t["lr"], "warmup_iters": 24, "min_lr_ratio": 1e-4, **extra}
+        attrs: dict[str, Any] = {"origin": t["origin"]}
+        if t["state"] != "WAITING":
+            attrs.update(
+                params={**(fixed or {}), **params, "gpus": 160, "global_batch": 160},
+                work_dir=str(work),
+                attempt=1,
+                job=json.dumps({"executor": "local", "job_id": str(100 + t["number"])}),
+                mlflow_run_id=f"run{t['number']}",
+            )
+        if "value" in t:
+            attrs["result"] = {"NDS": t["value"], "mAP": t["value"] / 2, "epochs": t["epochs"]}
+            attrs["result"].update(wall_time_s=3600.0, gpu_hours=160.0)
+        if "failure" in t:
+            attrs["failure"] = t["failure"]
+        study.add_trial(
+            create_trial(
+                state=TrialState[t["state"]],
+                value=t.get("value"),
+                params={"lr": t["lr"]},
+                distributions={"lr": FloatDistribution(1e-4, 1e-1, log=True)},
+                user_attrs=attrs,
+                intermediate_values=t.get("intermediate") or {},
+            )
+        )
+    return d
+
+
+@pytest.fixture
+def saved_sweep(tmp_path):
+    """A factory: saved_sweep(**kwargs) -> the sweep's folder under tmp_path/ws."""
+    return lambda **kw: save_sweep(tmp_path / "ws", **kw)
