@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scaleout.core.errors import UsageError
+from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import prepare_job_dir
-from scaleout.executors.localrun import process_start_ticks, write_json_atomic
+from scaleout.executors.localrun import process_start_ticks
 
 
 def detect_gpus() -> int:

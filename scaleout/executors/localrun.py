@@ -20,11 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+from scaleout.core.files import write_json_atomic
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import StateError, UsageError
+from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
-from scaleout.executors.localrun import write_json_atomic
 
 _STATES = {
     "PENDING": JobState.PENDING,
