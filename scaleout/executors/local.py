@@ -17,12 +17,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from scaleout.core.errors import UsageError
 from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import prepare_job_dir
 from scaleout.executors.localrun import process_start_ticks
+
+
+def from_options(options: dict[str, Any], parallel: int | None) -> LocalExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options."""
+    return LocalExecutor(parallel=parallel, **options)
 
 
 def detect_gpus() -> int:

@@ -265,6 +265,12 @@ class RayExecutor:
         return self._handle(job_name, work)
 
 
+def from_options(options: dict[str, Any], parallel: int | None) -> RayExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options.
+    `parallel` is the controller's business (it caps the trials)."""
+    return RayExecutor(**options)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"

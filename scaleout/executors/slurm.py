@@ -372,9 +372,10 @@ def _first_line(r: subprocess.CompletedProcess[str]) -> str:
     return text.splitlines()[-1][:300] if text else f"exit code {r.returncode}"
 
 
-def options_from(options: dict[str, Any]) -> dict[str, Any]:
-    """sweep.json executor options -> constructor keywords (lists stored as JSON lists)."""
+def from_options(options: dict[str, Any], parallel: int | None) -> SlurmExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options, where
+    lists are JSON lists. `parallel` is the controller's business (it caps the trials)."""
     out = dict(options)
     if "extra" in out:
         out["extra"] = tuple(out["extra"])
-    return out
+    return SlurmExecutor(**out)

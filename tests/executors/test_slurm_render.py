@@ -314,12 +314,3 @@ def test_executor_flags_become_the_stored_options(argv, executor, options, monke
     args = build_parser().parse_args(["sweep", "--gpus", "16", "--space", "s.yaml", *argv])
     assert args.executor == executor
     assert executor_options(args) == options
-
-
-def test_stored_options_build_the_executor(monkeypatch):
-    from scaleout.executors.slurm import SlurmExecutor
-    from scaleout.sweep.session import make_executor
-
-    ex = make_executor("slurm", {"partition": "gpu", "extra": ["--qos=high"]}, None)
-    assert isinstance(ex, SlurmExecutor)
-    assert ex.settings.partition == "gpu" and ex.settings.extra == ("--qos=high",)
