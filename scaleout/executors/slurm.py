@@ -1,6 +1,6 @@
 """Slurm executor: one sbatch job per trial attempt, gang-scheduled over whole nodes.
 
-The batch script (launchers/slurm/trial.sbatch, rendered by `slurm_text.render_sbatch`)
+The batch script (assets/trial.sbatch, rendered by `slurm_text.render_sbatch`)
 runs one srun step that starts the trainer on every node. Jobs belong to Slurm, not to the
 controller: they keep running when it dies and are found again by job id (the stored
 handle) or by their deterministic name (`find`).
@@ -30,20 +30,20 @@ from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpe
 from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
 from scaleout.executors.local import free_port
 from scaleout.executors.slurm_text import (
-    NODE_LAUNCH,
     SACCT_FIELDS,
     SQUEUE_FORMAT,
-    TEMPLATE,
     SbatchJob,
     SlurmRecord,
     SlurmSettings,
     exit_file_status,
     job_list,
+    node_launch_script,
     parse_jobcomp,
     parse_keyvalues,
     parse_sacct,
     parse_squeue,
     render_sbatch,
+    sbatch_template,
     status_of,
 )
 
@@ -89,7 +89,8 @@ class SlurmExecutor:
             raise UsageError(f"slurm executor: accounting {accounting!r}: use auto, yes or no")
         self.accounting: bool | None = {"auto": None, "yes": True, "no": False}[accounting]
         self.command_timeout_s = command_timeout_s
-        self.template_path = Path(template) if template else TEMPLATE
+        # A site's own template (the executor option `template`: a path), else the package's.
+        self.template_path = Path(template) if template else None
         self._final: dict[str, JobStatus] = {}
         self._records: dict[str, SlurmRecord] = {}
         self._throttle = QueryThrottle(poll_min_interval_s, max_backoff_s)
@@ -204,7 +205,9 @@ class SlurmExecutor:
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         cap = self.capacity()
         work, job_dir = prepare_job_dir(spec, job_name)
-        shutil.copy(NODE_LAUNCH, job_dir / "node_launch.sh")
+        launcher = job_dir / "node_launch.sh"
+        launcher.write_text(node_launch_script())
+        launcher.chmod(0o755)  # run with bash by the job; executable for a rerun by hand
         log = work / f"{job_name}.log"
         env = dict(spec.env)
         threads = (self.settings.cpus_per_task or 0) // max(1, spec.layout.procs_per_node)
@@ -220,7 +223,8 @@ class SlurmExecutor:
             env=env,
         )
         script = job_dir / "job.sbatch"
-        script.write_text(render_sbatch(self.settings, job, self.template_path.read_text()))
+        template = self.template_path.read_text() if self.template_path else sbatch_template()
+        script.write_text(render_sbatch(self.settings, job, template))
         r = self._run("sbatch", "--parsable", str(script))
         if r.returncode != 0:
             raise StateError(f"slurm executor: sbatch refused {job_name}: {_first_line(r)}")

@@ -1,7 +1,7 @@
 """Slurm as text: the sbatch script one trial attempt runs, and what Slurm's commands print.
 
 Pure functions only (no subprocess, no clock), so a table-driven test pins every spelling:
-`render_sbatch` fills launchers/slurm/trial.sbatch with sorted `#SBATCH` lines (the same
+`render_sbatch` fills the package's assets/trial.sbatch with sorted `#SBATCH` lines (the same
 inputs always give the same text), and the parsers turn squeue, sacct, `scontrol show`
 and jobcomp lines into `SlurmRecord`s and `JobStatus`es.
 """
@@ -11,14 +11,27 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 
 from scaleout.core.job import JobState, JobStatus, TrialSpec
 from scaleout.executors import container as containers
 
-LAUNCHERS = Path(__file__).resolve().parents[2] / "launchers"
-TEMPLATE = LAUNCHERS / "slurm" / "trial.sbatch"
-NODE_LAUNCH = LAUNCHERS / "node_launch.sh"
+
+def sbatch_template() -> str:
+    """The batch script template (scaleout/executors/assets/trial.sbatch). Package data, read
+    through importlib.resources, so a wheel install finds it as well as a checkout does."""
+    return _asset("trial.sbatch")
+
+
+def node_launch_script() -> str:
+    """The per-node launcher (scaleout/executors/assets/node_launch.sh) that each job dir
+    gets a copy of: it fills a node's placeholders in the trainer's argv and execs it."""
+    return _asset("node_launch.sh")
+
+
+def _asset(name: str) -> str:
+    return (resources.files("scaleout.executors") / "assets" / name).read_text()
+
 
 # The address of the first node of the allocation: what torchrun's rendezvous needs.
 FIRST_NODE = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'

@@ -10,7 +10,6 @@ import pytest
 from scaleout.core.job import JobState, Layout, TrialSpec
 from scaleout.executors.slurm import _gpus_in_gres
 from scaleout.executors.slurm_text import (
-    TEMPLATE,
     SbatchJob,
     SlurmRecord,
     SlurmSettings,
@@ -21,6 +20,7 @@ from scaleout.executors.slurm_text import (
     parse_squeue,
     render_sbatch,
     sbatch_flags,
+    sbatch_template,
     srun_flags,
     status_of,
 )
@@ -145,7 +145,7 @@ def test_srun_runs_one_launcher_per_node_or_one_task_per_gpu(launch, layout, exp
 
 
 def test_render_is_deterministic_and_complete():
-    template = TEMPLATE.read_text()
+    template = sbatch_template()
     text = render_sbatch(FULL, job(), template)
     assert text == render_sbatch(FULL, job(), template)  # same inputs, same text
     assert "{{" not in text
@@ -169,7 +169,7 @@ def test_render_is_deterministic_and_complete():
 
 
 def test_master_addr_override_for_clusters_whose_node_names_do_not_resolve():
-    text = render_sbatch(SlurmSettings(master_addr="127.0.0.1"), job(), TEMPLATE.read_text())
+    text = render_sbatch(SlurmSettings(master_addr="127.0.0.1"), job(), sbatch_template())
     assert "export MASTER_ADDR=127.0.0.1\n" in text
     assert "scontrol show hostnames" not in text
 
@@ -184,7 +184,7 @@ def test_master_addr_override_for_clusters_whose_node_names_do_not_resolve():
 )
 def test_containers(runtime, in_srun, in_argv):
     j = job(container="nvcr.io/bev:1", env={})
-    text = render_sbatch(SlurmSettings(container_runtime=runtime), j, TEMPLATE.read_text())
+    text = render_sbatch(SlurmSettings(container_runtime=runtime), j, sbatch_template())
     srun = text[text.index("\nsrun ") + 1 : text.index(" &\n")]
     head, _, argv = srun.partition("node_launch.sh")
     if in_srun:
