@@ -156,6 +156,14 @@ class RayExecutor:
 
     # -- the Executor protocol ------------------------------------------------------------------
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        if spec.launch == "task":
+            # ray_entry runs the command once per node; a per-task trainer (mmcv's
+            # `--launcher slurm`) would start one process where it expects one per GPU.
+            raise UsageError(
+                f"the ray executor runs the trainer once per node: trial {spec.name} is "
+                "launched per task (the trainer option launcher='slurm', which needs srun)",
+                hint="use launcher='pytorch' (the default) on Ray, or --executor slurm",
+            )
         cap = self.capacity()
         work, job_dir = prepare_job_dir(spec, job_name)
         lay = spec.layout
