@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class LocalExecutor:
         self.cancel_grace_s = cancel_grace_s
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._in_use: dict[str, list[int]] = {}
+        self._started: dict[str, float] = {}  # job name -> started.json's time
 
     # -- capacity ---------------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -186,6 +188,21 @@ class LocalExecutor:
         return {h.name: self._status(h) for h in handles}
 
     def _status(self, h: JobHandle) -> JobStatus:
+        status = self._state_of(h)
+        if status.state == JobState.RUNNING or status.state.finished:
+            # The wrapper's own clock: started.json (before the trainer starts) and exit.json
+            # (after it ended), not the controller's submit time.
+            status = replace(status, started_at=self._started_at(h))
+        return status
+
+    def _started_at(self, h: JobHandle) -> float | None:
+        if h.name not in self._started:
+            path = Path(h.data["job_dir"]) / "started.json"
+            with contextlib.suppress(OSError, ValueError):
+                self._started[h.name] = float(json.loads(path.read_text())["time"])
+        return self._started.get(h.name)
+
+    def _state_of(self, h: JobHandle) -> JobStatus:
         if h.data.get("host") not in (None, socket.gethostname()):
             return JobStatus(JobState.UNKNOWN, reason=f"job runs on host {h.data['host']}")
         job_dir = Path(h.data["job_dir"])
@@ -194,14 +211,15 @@ class LocalExecutor:
             self._in_use.pop(h.name, None)
             info = json.loads(exit_file.read_text())
             rc = info["returncode"]
+            end = info.get("time")
             if (job_dir / "cancelled").exists():
-                return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout")
+                return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout", ended_at=end)
             if rc == 0:
-                return JobStatus(JobState.SUCCEEDED, 0)
+                return JobStatus(JobState.SUCCEEDED, 0, ended_at=end)
             why = f"signal {info['signal']}" if info.get("signal") else f"exit code {rc}"
             if rc < 0:
                 why = f"killed by {signal.Signals(-rc).name}"
-            return JobStatus(JobState.FAILED, rc, why)
+            return JobStatus(JobState.FAILED, rc, why, ended_at=end)
         pid = int(h.data["pid"])
         ticks = process_start_ticks(pid)
         if ticks is not None and ticks == h.data.get("start_ticks", ticks):

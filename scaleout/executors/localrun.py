@@ -5,6 +5,7 @@ controller's terminal. Files in JOB_DIR are the protocol (written to a temp name
   job.json      argv, env, cwd, log path          (written by the executor)
   started.json  pid, start ticks, host, time      (written here, first thing)
   exit.json     returncode, signal, time          (written here, last thing)
+`time` is Unix seconds: the job's own start and end (JobStatus.started_at / ended_at).
 A job with started.json, no exit.json and no live process died without a word (kill -9,
 reboot): the controller treats it as lost.
 """

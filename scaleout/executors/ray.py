@@ -35,13 +35,24 @@ _STATES = {
 }
 
 
-def job_status(status: str, exit_code: int | None, message: str) -> JobStatus:
-    """A Ray job's status as a JobStatus (message: its first line, which says why)."""
+def job_status(
+    status: str,
+    exit_code: int | None,
+    message: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> JobStatus:
+    """A Ray job's status as a JobStatus (message: its first line, which says why).
+    `start_ms`/`end_ms` are the job info's start_time/end_time (Unix milliseconds); Ray sets
+    start_time when the job is submitted, so a pending job has no start yet."""
     state = _STATES.get(status.upper(), JobState.UNKNOWN)
     why = (message or "").strip().splitlines()[0][:300] if message else ""
     if state == JobState.CANCELLED:
         why = "ray: the job was stopped"
-    return JobStatus(state, exit_code, why)
+    ran = state == JobState.RUNNING or state.finished
+    started = start_ms / 1000 if start_ms and ran else None
+    ended = end_ms / 1000 if end_ms and state.finished else None
+    return JobStatus(state, exit_code, why, started, ended)
 
 
 class RayExecutor:
@@ -230,6 +241,8 @@ class RayExecutor:
                 str(getattr(info.status, "value", info.status)),
                 getattr(info, "driver_exit_code", None),
                 info.message or "",
+                getattr(info, "start_time", None),
+                getattr(info, "end_time", None),
             )
         if not self._throttle.ok:
             return JobStatus(JobState.UNKNOWN, reason=f"ray: {self._throttle.error}")

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from scaleout.executors.local import free_port
 from scaleout.executors.slurm_text import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
+    TIME_FORMAT_ENV,
     SbatchJob,
     SlurmRecord,
     SlurmSettings,
@@ -42,6 +44,7 @@ from scaleout.executors.slurm_text import (
     parse_keyvalues,
     parse_sacct,
     parse_squeue,
+    record_times,
     render_sbatch,
     sbatch_template,
     status_of,
@@ -95,16 +98,19 @@ class SlurmExecutor:
         self._records: dict[str, SlurmRecord] = {}
         self._throttle = QueryThrottle(poll_min_interval_s, max_backoff_s)
         self._jobcomp: str | None = None
+        self._comp: dict[str, SlurmRecord] = {}  # what the jobcomp file said of a job
         self._capacity: Capacity | None = None
 
     # -- talking to Slurm ---------------------------------------------------------------------
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **TIME_FORMAT_ENV} if argv[0] in ("sacct", "squeue") else None
         return subprocess.run(
             argv,
             capture_output=True,
             text=True,
             timeout=self.command_timeout_s,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
 
     def _check_commands(self) -> None:
@@ -277,6 +283,22 @@ class SlurmExecutor:
         return records
 
     def _status(self, h: JobHandle) -> JobStatus:
+        return self._with_times(self._state_of(h), h)
+
+    def _with_times(self, status: JobStatus, h: JobHandle) -> JobStatus:
+        """The job's own start and end: Slurm's (the allocation, what GPU time is billed on),
+        else the batch script's started.json / exit.json."""
+        if not (status.state == JobState.RUNNING or status.state.finished):
+            return status
+        record = self._records.get(h.job_id) or self._comp.get(h.job_id)
+        start, end = record_times(record) if record else (None, None)
+        job_dir = Path(h.data["job_dir"])
+        start = start or status.started_at or _file_time(job_dir / "started.json")
+        if status.state.finished:
+            end = end or status.ended_at or _file_time(job_dir / "exit.json")
+        return replace(status, started_at=start, ended_at=end)
+
+    def _state_of(self, h: JobHandle) -> JobStatus:
         job_dir = Path(h.data["job_dir"])
         ours = (job_dir / "cancelled").exists()
         record = self._records.get(h.job_id)
@@ -324,7 +346,10 @@ class SlurmExecutor:
             text = Path(self._jobcomp).read_text(errors="replace")
         except OSError:
             return None
-        return parse_jobcomp(text, [job_id]).get(job_id)
+        record = parse_jobcomp(text, [job_id]).get(job_id)
+        if record is not None:
+            self._comp[job_id] = record
+        return record
 
     def cancel(self, handle: JobHandle) -> None:
         job_dir = Path(handle.data["job_dir"])
@@ -369,6 +394,15 @@ def _gpus_in_gres(gres: str) -> int:
         if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
             total += int(parts[-1])
     return total
+
+
+def _file_time(path: Path) -> float | None:
+    """The `time` a job file (started.json, exit.json) records, if it can be read."""
+    try:
+        value = json.loads(path.read_text()).get("time")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _first_line(r: subprocess.CompletedProcess[str]) -> str:

@@ -3,6 +3,7 @@ recorded, cancel stops the whole process group, and a lost process is told from 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -244,3 +245,30 @@ def test_what_it_cannot_honour_is_refused_before_anything_is_written(tmp_path, k
         ex.submit(s, "job-a1")
     assert hint in str(err.value)
     assert not (tmp_path / "work").exists()
+
+
+def test_start_and_end_come_from_the_wrapper_files(tmp_path):
+    # GPU time is priced from the job's own run: started.json and exit.json, written by the
+    # wrapper around the trainer, not the controller's submit or poll times.
+    ex = LocalExecutor(gpus=0)
+    before = time.time()
+    h = ex.submit(spec(tmp_path, "import time; time.sleep(1.0)"), "job-a1")
+    running = wait_state(ex, h, {JobState.RUNNING, JobState.SUCCEEDED})
+    st = wait_state(ex, h, {JobState.SUCCEEDED})
+    job_dir = Path(h.data["job_dir"])
+    started = json.loads((job_dir / "started.json").read_text())["time"]
+    ended = json.loads((job_dir / "exit.json").read_text())["time"]
+    assert (st.started_at, st.ended_at) == (started, ended)
+    assert before <= started and started + 1.0 <= ended <= time.time()
+    assert running.started_at in (None, started)  # None only before started.json is written
+    # a restarted controller's executor reads the same times
+    again = LocalExecutor(gpus=0)
+    found = again.find("job-a1", spec(tmp_path, "x"))
+    assert found is not None
+    st2 = again.poll([found])["job-a1"]
+    assert (st2.started_at, st2.ended_at) == (started, ended)
+    # a failed start still has both
+    bad = TrialSpec(name="t", work_dir=str(tmp_path / "b"), argv=("/no/such",), layout=LAYOUT)
+    hb = ex.submit(bad, "job-b1")
+    st3 = wait_state(ex, hb, {JobState.FAILED})
+    assert st3.started_at is not None and st3.ended_at >= st3.started_at

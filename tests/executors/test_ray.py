@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -117,9 +118,13 @@ def test_two_bundles_on_two_nodes_rendezvous_at_rank_0(ray_cluster, helpers, tmp
         files={"cfg.py": "lr = 0.1"},
         env={"SCALEOUT_T": "x"},
     )
+    submitted = time.time()
     h = ex.submit(spec, "rr-t000-a1")
     st = wait_state(helpers, ex, h, {JobState.SUCCEEDED, JobState.FAILED})
     assert st.state == JobState.FAILED and st.exit_code == 3, st  # the worst node's code
+    # the job info's start_time/end_time (ms), around the run and after the submit
+    assert st.started_at is not None and st.ended_at is not None, st
+    assert submitted - 1 <= st.started_at <= st.ended_at <= time.time() + 1
     rank0 = Path(h.log).read_text().split()
     rank1 = (tmp_path / "rr-t000-a1.node1.log").read_text().split()
     assert rank0[:2] == ["node", "0"] and rank1[:2] == ["node", "1"]

@@ -26,3 +26,21 @@ def test_a_per_task_trainer_is_refused_before_the_cluster_is_asked(tmp_path):
         ex.submit(spec, "s-t000-a1")
     assert "launcher='pytorch'" in str(err.value)
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("status", "times"),
+    [
+        ("PENDING", (None, None)),  # Ray sets start_time at submission: not a start yet
+        ("RUNNING", (1714564800.5, None)),
+        ("SUCCEEDED", (1714564800.5, 1714568400.25)),
+        ("FAILED", (1714564800.5, 1714568400.25)),
+        ("STOPPED", (1714564800.5, 1714568400.25)),
+    ],
+)
+def test_job_info_times_are_milliseconds(status, times):
+    from scaleout.executors.ray import job_status
+
+    st = job_status(status, None, "", 1714564800500, 1714568400250)
+    assert (st.started_at, st.ended_at) == times
+    assert job_status(status, None, "").started_at is None
