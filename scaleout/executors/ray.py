@@ -14,10 +14,12 @@ failed call makes the status UNKNOWN. Finished states are cached.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
 
+log = logging.getLogger(__name__)
 _STATES = {
     "PENDING": JobState.PENDING,
     "RUNNING": JobState.RUNNING,
@@ -125,7 +128,7 @@ class RayExecutor:
 
             try:
                 with self._pinned():
-                    self._client_obj = JobSubmissionClient(self.address)
+                    self._client_obj = _logged(JobSubmissionClient, self.address)
             except Exception as exc:
                 raise StateError(
                     f"cannot reach the Ray cluster at {self.address}: {_short(exc)}",
@@ -144,7 +147,9 @@ class RayExecutor:
 
         try:
             with self._pinned():
-                nodes = list_nodes(address=self.address, timeout=30, raise_on_missing_output=False)
+                nodes = _logged(
+                    list_nodes, address=self.address, timeout=30, raise_on_missing_output=False
+                )
         except Exception as exc:
             raise StateError(f"cannot list the nodes of {self.address}: {_short(exc)}") from None
         gpus = [int(n.resources_total.get("GPU", 0)) for n in nodes if n.state == "ALIVE"]
@@ -209,14 +214,19 @@ class RayExecutor:
             shlex.quote(a)
             for a in (self.python, "-m", "scaleout.executors.ray_entry", str(job_file))
         )
+        # every node's lines in the job log, not "[repeated 7x across cluster]"; and the
+        # entrypoint's placement-group calls in it when this controller logs at debug
+        env_vars = {"RAY_DEDUP_LOGS": "0"}
+        if log.isEnabledFor(logging.DEBUG):
+            env_vars["SCALEOUT_LOG_LEVEL"] = "debug"
         try:
-            self._client.submit_job(
+            _logged(
+                self._client.submit_job,
                 entrypoint=entrypoint,
                 submission_id=job_name,
                 metadata={"scaleout_work_dir": str(work), "scaleout_job": job_name},
                 entrypoint_num_cpus=0,
-                # every node's lines in the job log, not "[repeated 7x across cluster]"
-                runtime_env={"env_vars": {"RAY_DEDUP_LOGS": "0"}},
+                runtime_env={"env_vars": env_vars},
             )
         except Exception as exc:
             raise StateError(f"ray: could not submit {job_name}: {_short(exc)}") from None
@@ -252,7 +262,7 @@ class RayExecutor:
         if not self._throttle.due(set(job_ids) <= set(self._jobs)):
             return
         try:
-            jobs = self._client.list_jobs()
+            jobs = _logged(self._client.list_jobs)
         except Exception as exc:
             self._throttle.failed(f"cannot list the jobs of {self.address}: {_short(exc)}")
             return
@@ -263,14 +273,14 @@ class RayExecutor:
         if handle.name in self._final:
             return
         try:
-            self._client.stop_job(handle.job_id)  # False when it already finished
+            _logged(self._client.stop_job, handle.job_id)  # False when it already finished
         except Exception:  # no such job, or the cluster is gone: nothing to stop
             return
         self._throttle.ask_now()
 
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
         try:
-            info = self._client.get_job_info(job_name)
+            info = _logged(self._client.get_job_info, job_name)
         except RuntimeError as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return None
@@ -290,6 +300,36 @@ def from_options(options: dict[str, Any], parallel: int | None) -> RayExecutor:
     """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options.
     `parallel` is the controller's business (it caps the trials)."""
     return RayExecutor(**options)
+
+
+def _logged(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """call(*args, **kwargs), logged at DEBUG with its arguments and outcome: every call the
+    controller makes to Ray (Jobs and State APIs) goes through here."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return call(*args, **kwargs)
+    what = getattr(call, "__qualname__", repr(call))
+    shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    began = time.monotonic()
+    try:
+        out = call(*args, **kwargs)
+    except Exception as exc:
+        log.debug("ray %s(%s): failed in %.2fs: %s", what, shown, _since(began), _short(exc))
+        raise
+    log.debug("ray %s(%s): %s in %.2fs", what, shown, _brief(out), _since(began))
+    return out
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
+
+
+def _brief(out: Any) -> str:
+    if isinstance(out, list):
+        return f"{len(out)} item(s)"
+    status = getattr(out, "status", None)
+    if status is not None:
+        return f"status {getattr(status, 'value', status)}"
+    return repr(out)[:200]
 
 
 def _short(exc: BaseException) -> str:

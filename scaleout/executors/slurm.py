@@ -16,7 +16,9 @@ is the next witness.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -50,6 +52,7 @@ from scaleout.executors.slurm_text import (
     status_of,
 )
 
+log = logging.getLogger(__name__)
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 _UNUSABLE = ("down", "drain", "drained", "draining", "fail", "failing", "maint", "inval")
 
@@ -103,15 +106,23 @@ class SlurmExecutor:
 
     # -- talking to Slurm ---------------------------------------------------------------------
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Every Slurm command goes through here, and is logged (DEBUG) with its outcome."""
         env = {**os.environ, **TIME_FORMAT_ENV} if argv[0] in ("sacct", "squeue") else None
-        return subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=self.command_timeout_s,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        began = time.monotonic()
+        try:
+            r = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.command_timeout_s,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("%s: failed after %.2fs: %s", shlex.join(argv), _since(began), exc)
+            raise
+        log.debug("%s: exit %d in %.2fs%s", shlex.join(argv), r.returncode, _since(began), _said(r))
+        return r
 
     def _check_commands(self) -> None:
         missing = [c for c in COMMANDS if shutil.which(c) is None]
@@ -403,6 +414,21 @@ def _file_time(path: Path) -> float | None:
     except (OSError, ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
+
+
+def _said(r: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, in brief, for the debug log: its first line of each stream."""
+    parts = []
+    for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
+        lines = (text or "").strip().splitlines()
+        if lines:
+            more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+            parts.append(f"{name}: {lines[0][:200]}{more}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _first_line(r: subprocess.CompletedProcess[str]) -> str:
