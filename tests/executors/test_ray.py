@@ -97,10 +97,17 @@ def test_capacity_and_refusals_before_anything_is_submitted(ray_cluster, helpers
 
 def test_two_bundles_on_two_nodes_rendezvous_at_rank_0(ray_cluster, helpers, tmp_path):
     ex = executor()
+    # Node 1 fails only once node 0 has spoken: the entrypoint stops the other nodes at the
+    # first failure, and on a loaded machine node 0 could otherwise be stopped before it ran.
     code = """
-        import os, sys
+        import os, sys, time
         print("node", sys.argv[1], "at", sys.argv[2], sys.argv[3], os.environ["SCALEOUT_T"],
               open("cfg.py").read(), flush=True)
+        deadline = time.monotonic() + 60
+        while sys.argv[1] == "1" and time.monotonic() < deadline:
+            if os.path.exists("rr-t000-a1.log") and "node 0" in open("rr-t000-a1.log").read():
+                break
+            time.sleep(0.05)
         sys.exit(int(sys.argv[1]) * 3)
     """
     spec = TrialSpec(
