@@ -16,12 +16,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from scaleout.core.errors import UsageError
+from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import prepare_job_dir
-from scaleout.executors.localrun import process_start_ticks, write_json_atomic
+from scaleout.executors.localrun import process_start_ticks
+
+
+def from_options(options: dict[str, Any], parallel: int | None) -> LocalExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options."""
+    return LocalExecutor(parallel=parallel, **options)
 
 
 def detect_gpus() -> int:
@@ -54,6 +62,33 @@ def fill_node_placeholders(argv: Sequence[str], node_rank: int, addr: str, port:
     return out
 
 
+def refuse_unsupported(spec: TrialSpec) -> None:
+    """Refuse what this executor cannot honour instead of running something else silently."""
+    if spec.layout.nnodes != 1:
+        raise UsageError(
+            f"the local executor runs one node; {spec.name} wants "
+            f"{spec.layout.nnodes} (use --executor slurm or ray)"
+        )
+    if spec.container:
+        # A container runs under its runtime's daemon, outside the job's process group: the
+        # wrapper's files and a cancel (killpg) would no longer cover the trainer.
+        raise UsageError(
+            f"the local executor does not run containers: trial {spec.name} asks for image "
+            f"{spec.container!r} (the trainer option `container`)",
+            hint="use --executor slurm (pyxis; --container-runtime enroot or apptainer) or "
+            "--executor ray, or drop `container` from the trainer's options",
+        )
+    if spec.launch == "task":
+        # One copy per GPU, each finding its rank from srun (mmcv's `--launcher slurm` reads
+        # SLURM_PROCID and runs scontrol): nothing on one machine stands in for srun.
+        raise UsageError(
+            f"the local executor does not start one process per GPU: trial {spec.name} is "
+            "launched per task (the trainer option launcher='slurm', which needs srun)",
+            hint="use --executor slurm, or launcher='pytorch' (the default: torch's launcher "
+            "starts the processes)",
+        )
+
+
 class LocalExecutor:
     """Runs jobs as detached process groups; files in each job's directory are the record."""
 
@@ -69,6 +104,7 @@ class LocalExecutor:
         self.cancel_grace_s = cancel_grace_s
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._in_use: dict[str, list[int]] = {}
+        self._started: dict[str, float] = {}  # job name -> started.json's time
 
     # -- capacity ---------------------------------------------------------------------------
     def capacity(self) -> Capacity:
@@ -85,14 +121,18 @@ class LocalExecutor:
         self._in_use[name] = free[:count]
         return free[:count]
 
+    def _hold_gpus(self, name: str, job_dir: Path) -> list[int]:
+        """Count a re-attached job's GPUs as in use until it ends. A restarted controller's
+        executor starts with nothing in use; without this it hands a running job's GPUs
+        to the next trial. The job record (job.json) says what the job was given."""
+        gpus = _job_gpus(job_dir)
+        if gpus:
+            self._in_use.setdefault(name, gpus)
+        return gpus
+
     # -- the Executor protocol --------------------------------------------------------------
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
-        if spec.layout.nnodes != 1:
-            raise UsageError(
-                f"the local executor runs one node; {spec.name} wants "
-                f"{spec.layout.nnodes} (use --executor slurm or ray)"
-            )
-        work, job_dir = prepare_job_dir(spec, job_name)
+        refuse_unsupported(spec)  # before anything is written, like a lack of free GPUs
         env = dict(spec.env)
         gpus: list[int] = []
         if spec.layout.use_gpu:
@@ -100,6 +140,16 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         else:
             env.setdefault("CUDA_VISIBLE_DEVICES", "")
+        try:
+            return self._start(spec, job_name, env, gpus)
+        except BaseException:
+            self._in_use.pop(job_name, None)  # no job: its GPUs are free again
+            raise
+
+    def _start(
+        self, spec: TrialSpec, job_name: str, env: dict[str, str], gpus: list[int]
+    ) -> JobHandle:
+        work, job_dir = prepare_job_dir(spec, job_name)
         threads = str(self.threads_per_job(spec.layout.procs_per_node))
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("MKL_NUM_THREADS", threads)
@@ -138,6 +188,21 @@ class LocalExecutor:
         return {h.name: self._status(h) for h in handles}
 
     def _status(self, h: JobHandle) -> JobStatus:
+        status = self._state_of(h)
+        if status.state == JobState.RUNNING or status.state.finished:
+            # The wrapper's own clock: started.json (before the trainer starts) and exit.json
+            # (after it ended), not the controller's submit time.
+            status = replace(status, started_at=self._started_at(h))
+        return status
+
+    def _started_at(self, h: JobHandle) -> float | None:
+        if h.name not in self._started:
+            path = Path(h.data["job_dir"]) / "started.json"
+            with contextlib.suppress(OSError, ValueError):
+                self._started[h.name] = float(json.loads(path.read_text())["time"])
+        return self._started.get(h.name)
+
+    def _state_of(self, h: JobHandle) -> JobStatus:
         if h.data.get("host") not in (None, socket.gethostname()):
             return JobStatus(JobState.UNKNOWN, reason=f"job runs on host {h.data['host']}")
         job_dir = Path(h.data["job_dir"])
@@ -146,17 +211,19 @@ class LocalExecutor:
             self._in_use.pop(h.name, None)
             info = json.loads(exit_file.read_text())
             rc = info["returncode"]
+            end = info.get("time")
             if (job_dir / "cancelled").exists():
-                return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout")
+                return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout", ended_at=end)
             if rc == 0:
-                return JobStatus(JobState.SUCCEEDED, 0)
+                return JobStatus(JobState.SUCCEEDED, 0, ended_at=end)
             why = f"signal {info['signal']}" if info.get("signal") else f"exit code {rc}"
             if rc < 0:
                 why = f"killed by {signal.Signals(-rc).name}"
-            return JobStatus(JobState.FAILED, rc, why)
+            return JobStatus(JobState.FAILED, rc, why, ended_at=end)
         pid = int(h.data["pid"])
         ticks = process_start_ticks(pid)
         if ticks is not None and ticks == h.data.get("start_ticks", ticks):
+            self._hold_gpus(h.name, job_dir)  # a stored handle re-attached after a restart
             return JobStatus(JobState.RUNNING)
         if not (job_dir / "job.json").exists():
             return JobStatus(JobState.NOT_FOUND, reason="no record of the job")
@@ -192,6 +259,8 @@ class LocalExecutor:
         if not started.exists():
             return None
         info = json.loads(started.read_text())
+        running = not (job_dir / "exit.json").exists()
+        gpus = self._hold_gpus(job_name, job_dir) if running else _job_gpus(job_dir)
         return JobHandle(
             executor=self.name,
             name=job_name,
@@ -201,10 +270,20 @@ class LocalExecutor:
                 "pid": info["pid"],
                 "host": info["host"],
                 "start_ticks": info["start_ticks"],
-                "gpus": [],
+                "gpus": gpus,
             },
             log=str(Path(spec.work_dir) / f"{job_name}.log"),
         )
+
+
+def _job_gpus(job_dir: Path) -> list[int]:
+    """The GPUs a job was given: CUDA_VISIBLE_DEVICES in its job.json ([] if none)."""
+    try:
+        env = json.loads((job_dir / "job.json").read_text()).get("env", {})
+    except (OSError, ValueError):
+        return []
+    ids = str(env.get("CUDA_VISIBLE_DEVICES", "")).split(",")
+    return [int(i) for i in ids if i.strip().isdigit()]
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -5,6 +5,7 @@ controller's terminal. Files in JOB_DIR are the protocol (written to a temp name
   job.json      argv, env, cwd, log path          (written by the executor)
   started.json  pid, start ticks, host, time      (written here, first thing)
   exit.json     returncode, signal, time          (written here, last thing)
+`time` is Unix seconds: the job's own start and end (JobStatus.started_at / ended_at).
 A job with started.json, no exit.json and no live process died without a word (kill -9,
 reboot): the controller treats it as lost.
 """
@@ -20,11 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+from scaleout.core.files import write_json_atomic
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -14,18 +14,21 @@ failed call makes the status UNKNOWN. Finished states are cached.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import StateError, UsageError
+from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
-from scaleout.executors.localrun import write_json_atomic
 
+log = logging.getLogger(__name__)
 _STATES = {
     "PENDING": JobState.PENDING,
     "RUNNING": JobState.RUNNING,
@@ -35,13 +38,24 @@ _STATES = {
 }
 
 
-def job_status(status: str, exit_code: int | None, message: str) -> JobStatus:
-    """A Ray job's status as a JobStatus (message: its first line, which says why)."""
+def job_status(
+    status: str,
+    exit_code: int | None,
+    message: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> JobStatus:
+    """A Ray job's status as a JobStatus (message: its first line, which says why).
+    `start_ms`/`end_ms` are the job info's start_time/end_time (Unix milliseconds); Ray sets
+    start_time when the job is submitted, so a pending job has no start yet."""
     state = _STATES.get(status.upper(), JobState.UNKNOWN)
     why = (message or "").strip().splitlines()[0][:300] if message else ""
     if state == JobState.CANCELLED:
         why = "ray: the job was stopped"
-    return JobStatus(state, exit_code, why)
+    ran = state == JobState.RUNNING or state.finished
+    started = start_ms / 1000 if start_ms and ran else None
+    ended = end_ms / 1000 if end_ms and state.finished else None
+    return JobStatus(state, exit_code, why, started, ended)
 
 
 class RayExecutor:
@@ -114,7 +128,7 @@ class RayExecutor:
 
             try:
                 with self._pinned():
-                    self._client_obj = JobSubmissionClient(self.address)
+                    self._client_obj = _logged(JobSubmissionClient, self.address)
             except Exception as exc:
                 raise StateError(
                     f"cannot reach the Ray cluster at {self.address}: {_short(exc)}",
@@ -133,7 +147,9 @@ class RayExecutor:
 
         try:
             with self._pinned():
-                nodes = list_nodes(address=self.address, timeout=30, raise_on_missing_output=False)
+                nodes = _logged(
+                    list_nodes, address=self.address, timeout=30, raise_on_missing_output=False
+                )
         except Exception as exc:
             raise StateError(f"cannot list the nodes of {self.address}: {_short(exc)}") from None
         gpus = [int(n.resources_total.get("GPU", 0)) for n in nodes if n.state == "ALIVE"]
@@ -156,6 +172,14 @@ class RayExecutor:
 
     # -- the Executor protocol ------------------------------------------------------------------
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
+        if spec.launch == "task":
+            # ray_entry runs the command once per node; a per-task trainer (mmcv's
+            # `--launcher slurm`) would start one process where it expects one per GPU.
+            raise UsageError(
+                f"the ray executor runs the trainer once per node: trial {spec.name} is "
+                "launched per task (the trainer option launcher='slurm', which needs srun)",
+                hint="use launcher='pytorch' (the default) on Ray, or --executor slurm",
+            )
         cap = self.capacity()
         work, job_dir = prepare_job_dir(spec, job_name)
         lay = spec.layout
@@ -190,14 +214,19 @@ class RayExecutor:
             shlex.quote(a)
             for a in (self.python, "-m", "scaleout.executors.ray_entry", str(job_file))
         )
+        # every node's lines in the job log, not "[repeated 7x across cluster]"; and the
+        # entrypoint's placement-group calls in it when this controller logs at debug
+        env_vars = {"RAY_DEDUP_LOGS": "0"}
+        if log.isEnabledFor(logging.DEBUG):
+            env_vars["SCALEOUT_LOG_LEVEL"] = "debug"
         try:
-            self._client.submit_job(
+            _logged(
+                self._client.submit_job,
                 entrypoint=entrypoint,
                 submission_id=job_name,
                 metadata={"scaleout_work_dir": str(work), "scaleout_job": job_name},
                 entrypoint_num_cpus=0,
-                # every node's lines in the job log, not "[repeated 7x across cluster]"
-                runtime_env={"env_vars": {"RAY_DEDUP_LOGS": "0"}},
+                runtime_env={"env_vars": env_vars},
             )
         except Exception as exc:
             raise StateError(f"ray: could not submit {job_name}: {_short(exc)}") from None
@@ -222,6 +251,8 @@ class RayExecutor:
                 str(getattr(info.status, "value", info.status)),
                 getattr(info, "driver_exit_code", None),
                 info.message or "",
+                getattr(info, "start_time", None),
+                getattr(info, "end_time", None),
             )
         if not self._throttle.ok:
             return JobStatus(JobState.UNKNOWN, reason=f"ray: {self._throttle.error}")
@@ -231,7 +262,7 @@ class RayExecutor:
         if not self._throttle.due(set(job_ids) <= set(self._jobs)):
             return
         try:
-            jobs = self._client.list_jobs()
+            jobs = _logged(self._client.list_jobs)
         except Exception as exc:
             self._throttle.failed(f"cannot list the jobs of {self.address}: {_short(exc)}")
             return
@@ -242,14 +273,14 @@ class RayExecutor:
         if handle.name in self._final:
             return
         try:
-            self._client.stop_job(handle.job_id)  # False when it already finished
+            _logged(self._client.stop_job, handle.job_id)  # False when it already finished
         except Exception:  # no such job, or the cluster is gone: nothing to stop
             return
         self._throttle.ask_now()
 
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:
         try:
-            info = self._client.get_job_info(job_name)
+            info = _logged(self._client.get_job_info, job_name)
         except RuntimeError as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return None
@@ -263,6 +294,42 @@ class RayExecutor:
                 hint="give this sweep another --name",
             )
         return self._handle(job_name, work)
+
+
+def from_options(options: dict[str, Any], parallel: int | None) -> RayExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options.
+    `parallel` is the controller's business (it caps the trials)."""
+    return RayExecutor(**options)
+
+
+def _logged(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """call(*args, **kwargs), logged at DEBUG with its arguments and outcome: every call the
+    controller makes to Ray (Jobs and State APIs) goes through here."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return call(*args, **kwargs)
+    what = getattr(call, "__qualname__", repr(call))
+    shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    began = time.monotonic()
+    try:
+        out = call(*args, **kwargs)
+    except Exception as exc:
+        log.debug("ray %s(%s): failed in %.2fs: %s", what, shown, _since(began), _short(exc))
+        raise
+    log.debug("ray %s(%s): %s in %.2fs", what, shown, _brief(out), _since(began))
+    return out
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
+
+
+def _brief(out: Any) -> str:
+    if isinstance(out, list):
+        return f"{len(out)} item(s)"
+    status = getattr(out, "status", None)
+    if status is not None:
+        return f"status {getattr(status, 'value', status)}"
+    return repr(out)[:200]
 
 
 def _short(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 PR_SET_CHILD_SUBREAPER = 36
 EXIT_NO_ROOM = 2
 EXIT_LOST = 1
@@ -166,6 +168,26 @@ def _room(ray: Any, bundle: dict[str, float], nnodes: int) -> tuple[int, int]:
     return len(fit), len(alive)
 
 
+def _remove(remove_placement_group: Any, pg: Any) -> None:
+    try:
+        remove_placement_group(pg)
+    except Exception as exc:
+        log.debug("remove_placement_group(%s): failed: %s", pg.id.hex(), exc)
+        raise
+    log.debug("remove_placement_group(%s): done", pg.id.hex())
+
+
+def configure_logging(level: str | None) -> None:
+    """Log to stdout (the job log) at `level`: the controller passes SCALEOUT_LOG_LEVEL=debug
+    in the job's environment when it logs at debug itself."""
+    if level:
+        logging.basicConfig(
+            stream=sys.stdout,
+            level=level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
 def drive(job: dict[str, Any]) -> int:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -174,6 +196,7 @@ def drive(job: dict[str, Any]) -> int:
     ray.init(log_to_driver=True)
     nnodes, bundle = int(job["nnodes"]), dict(job["bundle"])
     fit, alive = _room(ray, bundle, nnodes)
+    log.debug("ray.nodes(): %d alive, %d can hold %s", alive, fit, bundle)
     if fit < nnodes:
         _say(
             f"the trial needs {nnodes} node(s) with {bundle} each; the cluster has {fit} such "
@@ -182,10 +205,27 @@ def drive(job: dict[str, Any]) -> int:
         return EXIT_NO_ROOM
     strategy = "STRICT_SPREAD" if nnodes > 1 else "PACK"
     pg = placement_group([bundle] * nnodes, strategy=strategy, name=job["name"])
+    log.debug(
+        "placement_group(%s x %d, strategy=%s, name=%r): %s",
+        bundle,
+        nnodes,
+        strategy,
+        job["name"],
+        pg.id.hex(),
+    )
     timeout = float(job.get("placement_timeout_s", 600))
-    if not pg.wait(timeout_seconds=timeout):
+    began = time.monotonic()
+    ready = pg.wait(timeout_seconds=timeout)
+    log.debug(
+        "placement group %s wait(timeout_seconds=%s): %s in %.1fs",
+        pg.id.hex(),
+        timeout,
+        "ready" if ready else "not ready",
+        time.monotonic() - began,
+    )
+    if not ready:
         _say(f"no room for {nnodes} x {bundle} ({strategy}) within {timeout:.0f} s; giving up")
-        remove_placement_group(pg)
+        _remove(remove_placement_group, pg)
         return EXIT_NO_ROOM
     runner = ray.remote(max_concurrency=2)(NodeRunner)
     actors = [
@@ -234,7 +274,7 @@ def drive(job: dict[str, Any]) -> int:
             with contextlib.suppress(Exception):
                 ray.kill(a)
         with contextlib.suppress(Exception):
-            remove_placement_group(pg)
+            _remove(remove_placement_group, pg)
 
 
 def main(argv: list[str]) -> int:
@@ -243,6 +283,7 @@ def main(argv: list[str]) -> int:
         assert sep == "--", "usage: ray_entry guard LOG -- ARGV"
         return guard(log, cmd)
     job = json.loads(Path(argv[0]).read_text())
+    configure_logging(os.environ.get("SCALEOUT_LOG_LEVEL"))
     return drive(job)
 
 

@@ -1,6 +1,6 @@
 """Slurm executor: one sbatch job per trial attempt, gang-scheduled over whole nodes.
 
-The batch script (launchers/slurm/trial.sbatch, rendered by `slurm_text.render_sbatch`)
+The batch script (assets/trial.sbatch, rendered by `slurm_text.render_sbatch`)
 runs one srun step that starts the trainer on every node. Jobs belong to Slurm, not to the
 controller: they keep running when it dies and are found again by job id (the stored
 handle) or by their deterministic name (`find`).
@@ -16,37 +16,43 @@ is the next witness.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import StateError, UsageError
+from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import QueryThrottle, poll_with_cache, prepare_job_dir
 from scaleout.executors.local import free_port
-from scaleout.executors.localrun import write_json_atomic
 from scaleout.executors.slurm_text import (
-    NODE_LAUNCH,
     SACCT_FIELDS,
     SQUEUE_FORMAT,
-    TEMPLATE,
+    TIME_FORMAT_ENV,
     SbatchJob,
     SlurmRecord,
     SlurmSettings,
     exit_file_status,
     job_list,
+    node_launch_script,
     parse_jobcomp,
     parse_keyvalues,
     parse_sacct,
     parse_squeue,
+    record_times,
     render_sbatch,
+    sbatch_template,
     status_of,
 )
 
+log = logging.getLogger(__name__)
 COMMANDS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 _UNUSABLE = ("down", "drain", "drained", "draining", "fail", "failing", "maint", "inval")
 
@@ -89,22 +95,34 @@ class SlurmExecutor:
             raise UsageError(f"slurm executor: accounting {accounting!r}: use auto, yes or no")
         self.accounting: bool | None = {"auto": None, "yes": True, "no": False}[accounting]
         self.command_timeout_s = command_timeout_s
-        self.template_path = Path(template) if template else TEMPLATE
+        # A site's own template (the executor option `template`: a path), else the package's.
+        self.template_path = Path(template) if template else None
         self._final: dict[str, JobStatus] = {}
         self._records: dict[str, SlurmRecord] = {}
         self._throttle = QueryThrottle(poll_min_interval_s, max_backoff_s)
         self._jobcomp: str | None = None
+        self._comp: dict[str, SlurmRecord] = {}  # what the jobcomp file said of a job
         self._capacity: Capacity | None = None
 
     # -- talking to Slurm ---------------------------------------------------------------------
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=self.command_timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
+        """Every Slurm command goes through here, and is logged (DEBUG) with its outcome."""
+        env = {**os.environ, **TIME_FORMAT_ENV} if argv[0] in ("sacct", "squeue") else None
+        began = time.monotonic()
+        try:
+            r = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.command_timeout_s,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("%s: failed after %.2fs: %s", shlex.join(argv), _since(began), exc)
+            raise
+        log.debug("%s: exit %d in %.2fs%s", shlex.join(argv), r.returncode, _since(began), _said(r))
+        return r
 
     def _check_commands(self) -> None:
         missing = [c for c in COMMANDS if shutil.which(c) is None]
@@ -204,7 +222,9 @@ class SlurmExecutor:
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         cap = self.capacity()
         work, job_dir = prepare_job_dir(spec, job_name)
-        shutil.copy(NODE_LAUNCH, job_dir / "node_launch.sh")
+        launcher = job_dir / "node_launch.sh"
+        launcher.write_text(node_launch_script())
+        launcher.chmod(0o755)  # run with bash by the job; executable for a rerun by hand
         log = work / f"{job_name}.log"
         env = dict(spec.env)
         threads = (self.settings.cpus_per_task or 0) // max(1, spec.layout.procs_per_node)
@@ -220,7 +240,8 @@ class SlurmExecutor:
             env=env,
         )
         script = job_dir / "job.sbatch"
-        script.write_text(render_sbatch(self.settings, job, self.template_path.read_text()))
+        template = self.template_path.read_text() if self.template_path else sbatch_template()
+        script.write_text(render_sbatch(self.settings, job, template))
         r = self._run("sbatch", "--parsable", str(script))
         if r.returncode != 0:
             raise StateError(f"slurm executor: sbatch refused {job_name}: {_first_line(r)}")
@@ -273,6 +294,22 @@ class SlurmExecutor:
         return records
 
     def _status(self, h: JobHandle) -> JobStatus:
+        return self._with_times(self._state_of(h), h)
+
+    def _with_times(self, status: JobStatus, h: JobHandle) -> JobStatus:
+        """The job's own start and end: Slurm's (the allocation, what GPU time is billed on),
+        else the batch script's started.json / exit.json."""
+        if not (status.state == JobState.RUNNING or status.state.finished):
+            return status
+        record = self._records.get(h.job_id) or self._comp.get(h.job_id)
+        start, end = record_times(record) if record else (None, None)
+        job_dir = Path(h.data["job_dir"])
+        start = start or status.started_at or _file_time(job_dir / "started.json")
+        if status.state.finished:
+            end = end or status.ended_at or _file_time(job_dir / "exit.json")
+        return replace(status, started_at=start, ended_at=end)
+
+    def _state_of(self, h: JobHandle) -> JobStatus:
         job_dir = Path(h.data["job_dir"])
         ours = (job_dir / "cancelled").exists()
         record = self._records.get(h.job_id)
@@ -320,7 +357,10 @@ class SlurmExecutor:
             text = Path(self._jobcomp).read_text(errors="replace")
         except OSError:
             return None
-        return parse_jobcomp(text, [job_id]).get(job_id)
+        record = parse_jobcomp(text, [job_id]).get(job_id)
+        if record is not None:
+            self._comp[job_id] = record
+        return record
 
     def cancel(self, handle: JobHandle) -> None:
         job_dir = Path(handle.data["job_dir"])
@@ -367,14 +407,39 @@ def _gpus_in_gres(gres: str) -> int:
     return total
 
 
+def _file_time(path: Path) -> float | None:
+    """The `time` a job file (started.json, exit.json) records, if it can be read."""
+    try:
+        value = json.loads(path.read_text()).get("time")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
+
+
+def _said(r: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, in brief, for the debug log: its first line of each stream."""
+    parts = []
+    for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
+        lines = (text or "").strip().splitlines()
+        if lines:
+            more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+            parts.append(f"{name}: {lines[0][:200]}{more}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _first_line(r: subprocess.CompletedProcess[str]) -> str:
     text = (r.stderr or r.stdout or f"exit code {r.returncode}").strip()
     return text.splitlines()[-1][:300] if text else f"exit code {r.returncode}"
 
 
-def options_from(options: dict[str, Any]) -> dict[str, Any]:
-    """sweep.json executor options -> constructor keywords (lists stored as JSON lists)."""
+def from_options(options: dict[str, Any], parallel: int | None) -> SlurmExecutor:
+    """The registry's constructor (scaleout.executors.EXECUTORS): sweep.json options, where
+    lists are JSON lists. `parallel` is the controller's business (it caps the trials)."""
     out = dict(options)
     if "extra" in out:
         out["extra"] = tuple(out["extra"])
-    return out
+    return SlurmExecutor(**out)

@@ -1,7 +1,8 @@
 """Slurm as text: the sbatch script one trial attempt runs, and what Slurm's commands print.
 
-Pure functions only (no subprocess, no clock), so a table-driven test pins every spelling:
-`render_sbatch` fills launchers/slurm/trial.sbatch with sorted `#SBATCH` lines (the same
+Pure functions only (no subprocess, no clock; times in Slurm's default format are read in
+local time, as Slurm prints them), so a table-driven test pins every spelling:
+`render_sbatch` fills the package's assets/trial.sbatch with sorted `#SBATCH` lines (the same
 inputs always give the same text), and the parsers turn squeue, sacct, `scontrol show`
 and jobcomp lines into `SlurmRecord`s and `JobStatus`es.
 """
@@ -9,16 +10,30 @@ and jobcomp lines into `SlurmRecord`s and `JobStatus`es.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 
 from scaleout.core.job import JobState, JobStatus, TrialSpec
 from scaleout.executors import container as containers
 
-LAUNCHERS = Path(__file__).resolve().parents[2] / "launchers"
-TEMPLATE = LAUNCHERS / "slurm" / "trial.sbatch"
-NODE_LAUNCH = LAUNCHERS / "node_launch.sh"
+
+def sbatch_template() -> str:
+    """The batch script template (scaleout/executors/assets/trial.sbatch). Package data, read
+    through importlib.resources, so a wheel install finds it as well as a checkout does."""
+    return _asset("trial.sbatch")
+
+
+def node_launch_script() -> str:
+    """The per-node launcher (scaleout/executors/assets/node_launch.sh) that each job dir
+    gets a copy of: it fills a node's placeholders in the trainer's argv and execs it."""
+    return _asset("node_launch.sh")
+
+
+def _asset(name: str) -> str:
+    return (resources.files("scaleout.executors") / "assets" / name).read_text()
+
 
 # The address of the first node of the allocation: what torchrun's rendezvous needs.
 FIRST_NODE = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
@@ -171,20 +186,30 @@ def render_sbatch(settings: SlurmSettings, job: SbatchJob, template: str) -> str
 # -- what Slurm prints ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SlurmRecord:
+    """One job as a Slurm command prints it. `start`/`end` are Unix seconds as printed (None
+    for "Unknown", "N/A", "None"); for a pending job squeue prints the expected start and
+    for a running one the expected end, so `record_times` says which are real."""
+
     job_id: str
     name: str
     state: str  # the Slurm state word, e.g. RUNNING, CANCELLED, NODE_FAIL
     exit_code: int | None = None
     reason: str = ""
     work_dir: str = ""
+    start: float | None = None
+    end: float | None = None
 
 
-SQUEUE_FORMAT = "%i|%j|%T|%r|%Z"
-SACCT_FIELDS = "JobID,JobName,State,ExitCode,WorkDir"
+# The work dir goes last: it is the one field that may hold a "|".
+SQUEUE_FORMAT = "%i|%j|%T|%r|%S|%e|%Z"
+SACCT_FIELDS = "JobID,JobName,State,ExitCode,Start,End,WorkDir"
+# squeue and sacct print times as SLURM_TIME_FORMAT says: the executor asks for Unix seconds,
+# so no time zone stands between Slurm's clock and the controller's.
+TIME_FORMAT_ENV = {"SLURM_TIME_FORMAT": "%s"}
 
 
 def parse_squeue(text: str) -> dict[str, SlurmRecord]:
-    """`squeue -h -o '%i|%j|%T|%r|%Z'` lines, keyed by job id."""
+    """`squeue -h -o '%i|%j|%T|%r|%S|%e|%Z'` lines, keyed by job id."""
     out = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
@@ -192,14 +217,15 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
             continue
         job_id, name, state = parts[:3]
         reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
-        work_dir = parts[4] if len(parts) > 4 else ""
-        out[job_id] = SlurmRecord(job_id, name, state.upper(), None, reason, work_dir)
+        start, end = (parse_time(parts[4]), parse_time(parts[5])) if len(parts) > 5 else (None,) * 2
+        work_dir = "|".join(parts[6:])
+        out[job_id] = SlurmRecord(job_id, name, state.upper(), None, reason, work_dir, start, end)
     return out
 
 
 def parse_sacct(text: str) -> dict[str, SlurmRecord]:
-    """`sacct -X -n -P -o JobID,JobName,State,ExitCode,WorkDir` lines. The State may read
-    "CANCELLED by 1000"; ExitCode is "code:signal"."""
+    """`sacct -X -n -P -o JobID,JobName,State,ExitCode,Start,End,WorkDir` lines. The State
+    may read "CANCELLED by 1000"; ExitCode is "code:signal"."""
     out = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
@@ -213,9 +239,34 @@ def parse_sacct(text: str) -> dict[str, SlurmRecord]:
             words[0].upper() if words else "",
             _exit_code(code),
             state if len(words) > 1 else "",
-            parts[4] if len(parts) > 4 else "",
+            "|".join(parts[6:]),
+            parse_time(parts[4]) if len(parts) > 4 else None,
+            parse_time(parts[5]) if len(parts) > 5 else None,
         )
     return out
+
+
+def parse_time(text: str) -> float | None:
+    """A time as Slurm prints it: Unix seconds (SLURM_TIME_FORMAT=%s), or its default
+    2024-05-01T12:00:00 in this machine's local time (jobcomp, which slurmctld writes);
+    None for "Unknown", "N/A", "None" and anything else."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def record_times(record: SlurmRecord) -> tuple[float | None, float | None]:
+    """(start, end) of the job that have happened: no start while it pends (squeue's %S is
+    then a forecast) and no end while it runs (%e is then its time limit)."""
+    state = _ACTIVE.get(record.state)
+    return (
+        record.start if state != JobState.PENDING else None,
+        record.end if state is None else None,
+    )
 
 
 def parse_keyvalues(line: str) -> dict[str, str]:
@@ -243,6 +294,8 @@ def parse_jobcomp(text: str, job_ids: Iterable[str]) -> dict[str, SlurmRecord]:
                 _exit_code(kv.get("ExitCode", "")),
                 "",
                 kv.get("WorkDir", ""),
+                parse_time(kv.get("StartTime", "")),
+                parse_time(kv.get("EndTime", "")),
             )
     return out
 
@@ -257,37 +310,38 @@ def _exit_code(text: str) -> int | None:
 
 
 def status_of(record: SlurmRecord, cancelled_by_us: bool = False) -> JobStatus:
-    """A Slurm record as a JobStatus, with the reason in words."""
+    """A Slurm record as a JobStatus, with the reason in words and the job's own times."""
+    start, end = record_times(record)
     state = record.state
     if state in _ACTIVE:
         why = f"slurm: {state}" + (f" ({record.reason})" if record.reason else "")
-        return JobStatus(_ACTIVE[state], None, why)
+        return JobStatus(_ACTIVE[state], None, why, start)
     if state == "COMPLETED":
-        return JobStatus(JobState.SUCCEEDED, record.exit_code or 0)
+        return JobStatus(JobState.SUCCEEDED, record.exit_code or 0, "", start, end)
     if state == "CANCELLED":
         who = "cancelled by scaleout" if cancelled_by_us else "cancelled outside scaleout"
-        return JobStatus(JobState.CANCELLED, record.exit_code, f"slurm: {who}")
+        return JobStatus(JobState.CANCELLED, record.exit_code, f"slurm: {who}", start, end)
     if state in _LOST:
-        return JobStatus(
-            JobState.FAILED, record.exit_code, f"slurm: the job {_LOST[state]} ({state})"
-        )
+        why = f"slurm: the job {_LOST[state]} ({state})"
+        return JobStatus(JobState.FAILED, record.exit_code, why, start, end)
     code = record.exit_code
     why = f"slurm: {state or 'FAILED'}" + (f", exit code {code}" if code else "")
-    return JobStatus(JobState.FAILED, code, why)
+    return JobStatus(JobState.FAILED, code, why, start, end)
 
 
 def exit_file_status(info: Mapping[str, object], cancelled_by_us: bool) -> JobStatus:
-    """The status the batch script's exit.json records."""
+    """The status the batch script's exit.json records (its `time`: when the step ended)."""
     rc = int(info.get("returncode", 1))  # type: ignore[call-overload]
+    end = info.get("time")
+    ended = float(end) if isinstance(end, (int, float)) else None
     if cancelled_by_us:
-        return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout")
+        return JobStatus(JobState.CANCELLED, rc, "cancelled by scaleout", ended_at=ended)
     if rc == 0:
-        return JobStatus(JobState.SUCCEEDED, 0)
+        return JobStatus(JobState.SUCCEEDED, 0, ended_at=ended)
     if info.get("signal"):
-        return JobStatus(
-            JobState.FAILED, rc, "terminated by Slurm (time limit, preemption or scancel)"
-        )
-    return JobStatus(JobState.FAILED, rc, f"exit code {rc}")
+        why = "terminated by Slurm (time limit, preemption or scancel)"
+        return JobStatus(JobState.FAILED, rc, why, ended_at=ended)
+    return JobStatus(JobState.FAILED, rc, f"exit code {rc}", ended_at=ended)
 
 
 def job_list(records: Sequence[str]) -> str:

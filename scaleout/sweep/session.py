@@ -17,6 +17,7 @@ from scaleout.core.errors import UsageError
 from scaleout.core.plan import Plan, make_plan, plan_to_dict
 from scaleout.core.rules import Reference
 from scaleout.core.space import load_space, parse_space, resolve_reference
+from scaleout.executors import check_executor, make_executor  # noqa: F401 - re-exported
 from scaleout.sweep.workspace import (
     ControllerLock,
     Sweep,
@@ -26,8 +27,6 @@ from scaleout.sweep.workspace import (
     workspace_root,
     write_atomic,
 )
-
-EXECUTORS = ("local", "slurm", "ray")
 
 
 def trainer_from_choice(choice: dict[str, Any]) -> Any:
@@ -293,30 +292,3 @@ def _remove_empty_sweep_dir(sweep: Sweep) -> None:
 
     if sweep.dir.is_dir() and not sweep.meta_path.exists():
         shutil.rmtree(sweep.dir, ignore_errors=True)
-
-
-def make_executor(name: str, options: dict[str, Any], parallel: int | None) -> Any:
-    """The executor a sweep names, from the options stored in its sweep.json."""
-    if name == "local":
-        from scaleout.executors.local import LocalExecutor
-
-        return LocalExecutor(parallel=parallel, **options)
-    if name == "slurm":
-        from scaleout.executors.slurm import SlurmExecutor, options_from
-
-        return SlurmExecutor(**options_from(options))
-    if name == "ray":
-        from scaleout.executors.ray import RayExecutor
-
-        return RayExecutor(**options)
-    raise UsageError(f"--executor: unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
-
-
-def check_executor(name: str, options: dict[str, Any], gpus: int, parallel: int | None) -> None:
-    """Refuse a new sweep whose cluster is unreachable, refuses its flags, or cannot hold one
-    trial, before anything is written (the executor's capacity() asks the cluster)."""
-    if name == "local":
-        return
-    from scaleout.core.placement import layout_for
-
-    layout_for(gpus, make_executor(name, options, parallel).capacity(), parallel or 0)

@@ -3,6 +3,7 @@ recorded, cancel stops the whole process group, and a lost process is told from 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,3 +177,98 @@ def test_fill_node_placeholders():
         "--master",
         "10.0.0.1:29500",
     ]
+
+
+def gpu_spec(work: Path, code: str, gpus: int = 2) -> TrialSpec:
+    return TrialSpec(
+        name=work.name,
+        work_dir=str(work),
+        argv=(sys.executable, "-c", code),
+        layout=Layout(1, gpus, gpus, use_gpu=True),
+    )
+
+
+def test_gpus_of_reattached_jobs_are_not_handed_out_again(tmp_path, monkeypatch):
+    # 4 fake GPUs (nothing runs on them: the jobs only hold CUDA_VISIBLE_DEVICES). A
+    # controller starts a 2-GPU job and restarts; the new one must not give those 2 GPUs
+    # to the next trial, whether it re-attaches by name (find) or from the stored handle.
+    from scaleout.core.errors import UsageError
+
+    monkeypatch.setenv("SCALEOUT_LOCAL_GPUS", "4")
+    sleep = "import time; time.sleep(60)"
+    first = LocalExecutor(parallel=2)
+    held = gpu_spec(tmp_path / "a", sleep)
+    h1 = first.submit(held, "s-t000-a1")
+    assert h1.data["gpus"] == [0, 1]
+    started = Path(h1.data["job_dir"], "started.json")  # the wrapper's first word
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    after = LocalExecutor(parallel=2)  # the restarted controller's executor: by name
+    found = after.find("s-t000-a1", held)
+    assert found is not None and found.data["gpus"] == [0, 1]
+    h2 = after.submit(gpu_spec(tmp_path / "b", sleep), "s-t001-a1")
+    assert h2.data["gpus"] == [2, 3]
+    with pytest.raises(UsageError, match="2 GPUs wanted, 0 free"):
+        after.submit(gpu_spec(tmp_path / "c", sleep), "s-t002-a1")
+
+    stored = LocalExecutor(parallel=2)  # the stored handles, re-attached by a poll
+    assert {s.state for s in stored.poll([h1, h2]).values()} == {JobState.RUNNING}
+    with pytest.raises(UsageError, match="2 GPUs wanted, 0 free"):
+        stored.submit(gpu_spec(tmp_path / "c", sleep), "s-t002-a1")
+    assert not (tmp_path / "c" / ".jobs" / "s-t002-a1").exists()  # refused before writing
+
+    # a finished job gives its GPUs back
+    after.cancel(found)
+    wait_state(after, found, {JobState.CANCELLED})
+    h3 = after.submit(gpu_spec(tmp_path / "c", "pass"), "s-t002-a1")
+    assert h3.data["gpus"] == [0, 1]
+    for h in (h2, h3):
+        after.cancel(h)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match", "hint"),
+    [
+        ({"container": "nvcr.io/bev:1"}, "does not run containers", "--executor slurm"),
+        ({"launch": "task"}, "does not start one process per GPU", "launcher='pytorch'"),
+    ],
+)
+def test_what_it_cannot_honour_is_refused_before_anything_is_written(tmp_path, kw, match, hint):
+    # It used to run the trainer bare (no image) or as one process (not one per GPU).
+    from scaleout.core.errors import UsageError
+
+    s = spec(tmp_path, "print('ran')", **kw)
+    ex = LocalExecutor(gpus=0)
+    with pytest.raises(UsageError, match=match) as err:
+        ex.submit(s, "job-a1")
+    assert hint in str(err.value)
+    assert not (tmp_path / "work").exists()
+
+
+def test_start_and_end_come_from_the_wrapper_files(tmp_path):
+    # GPU time is priced from the job's own run: started.json and exit.json, written by the
+    # wrapper around the trainer, not the controller's submit or poll times.
+    ex = LocalExecutor(gpus=0)
+    before = time.time()
+    h = ex.submit(spec(tmp_path, "import time; time.sleep(1.0)"), "job-a1")
+    running = wait_state(ex, h, {JobState.RUNNING, JobState.SUCCEEDED})
+    st = wait_state(ex, h, {JobState.SUCCEEDED})
+    job_dir = Path(h.data["job_dir"])
+    started = json.loads((job_dir / "started.json").read_text())["time"]
+    ended = json.loads((job_dir / "exit.json").read_text())["time"]
+    assert (st.started_at, st.ended_at) == (started, ended)
+    assert before <= started and started + 1.0 <= ended <= time.time()
+    assert running.started_at in (None, started)  # None only before started.json is written
+    # a restarted controller's executor reads the same times
+    again = LocalExecutor(gpus=0)
+    found = again.find("job-a1", spec(tmp_path, "x"))
+    assert found is not None
+    st2 = again.poll([found])["job-a1"]
+    assert (st2.started_at, st2.ended_at) == (started, ended)
+    # a failed start still has both
+    bad = TrialSpec(name="t", work_dir=str(tmp_path / "b"), argv=("/no/such",), layout=LAYOUT)
+    hb = ex.submit(bad, "job-b1")
+    st3 = wait_state(ex, hb, {JobState.FAILED})
+    assert st3.started_at is not None and st3.ended_at >= st3.started_at

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -96,10 +97,17 @@ def test_capacity_and_refusals_before_anything_is_submitted(ray_cluster, helpers
 
 def test_two_bundles_on_two_nodes_rendezvous_at_rank_0(ray_cluster, helpers, tmp_path):
     ex = executor()
+    # Node 1 fails only once node 0 has spoken: the entrypoint stops the other nodes at the
+    # first failure, and on a loaded machine node 0 could otherwise be stopped before it ran.
     code = """
-        import os, sys
+        import os, sys, time
         print("node", sys.argv[1], "at", sys.argv[2], sys.argv[3], os.environ["SCALEOUT_T"],
               open("cfg.py").read(), flush=True)
+        deadline = time.monotonic() + 60
+        while sys.argv[1] == "1" and time.monotonic() < deadline:
+            if os.path.exists("rr-t000-a1.log") and "node 0" in open("rr-t000-a1.log").read():
+                break
+            time.sleep(0.05)
         sys.exit(int(sys.argv[1]) * 3)
     """
     spec = TrialSpec(
@@ -117,9 +125,13 @@ def test_two_bundles_on_two_nodes_rendezvous_at_rank_0(ray_cluster, helpers, tmp
         files={"cfg.py": "lr = 0.1"},
         env={"SCALEOUT_T": "x"},
     )
+    submitted = time.time()
     h = ex.submit(spec, "rr-t000-a1")
     st = wait_state(helpers, ex, h, {JobState.SUCCEEDED, JobState.FAILED})
     assert st.state == JobState.FAILED and st.exit_code == 3, st  # the worst node's code
+    # the job info's start_time/end_time (ms), around the run and after the submit
+    assert st.started_at is not None and st.ended_at is not None, st
+    assert submitted - 1 <= st.started_at <= st.ended_at <= time.time() + 1
     rank0 = Path(h.log).read_text().split()
     rank1 = (tmp_path / "rr-t000-a1.node1.log").read_text().split()
     assert rank0[:2] == ["node", "0"] and rank1[:2] == ["node", "1"]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,12 @@ def test_two_node_jobs_run_at_once_and_report_exit_codes(slurm_cluster, helpers,
     assert lines[1].startswith("node 1 of 2 at 127.0.0.1")
     assert len({x.split()[-1] for x in lines}) == 2  # two distinct Slurm nodes
     assert "a b lr = 0.1" in log
+    # the job's own start and end (Slurm's allocation), next to what the batch script saw
+    started = json.loads(Path(h_ok.data["job_dir"], "started.json").read_text())["time"]
+    assert st_ok.started_at is not None and st_ok.ended_at is not None, st_ok
+    assert abs(st_ok.started_at - started) <= 5
+    assert st_ok.started_at <= info["time"] <= st_ok.ended_at + 1
+    assert st_bad.ended_at - st_bad.started_at >= 1  # node 1 slept a second before failing
     # a failing node fails the job, with its code
     assert st_bad.state == JobState.FAILED and st_bad.exit_code == 3, st_bad
     # finished states are cached and found again by name after a controller restart
@@ -166,7 +173,8 @@ def test_sacct_is_used_when_accounting_is_on(slurm_cluster, tmp_path, monkeypatc
     fake.mkdir()
     (fake / "sacct").write_text(
         "#!/bin/sh\nfor a; do last=$a; done\n"
-        'echo "424242|a-t000-a1|TIMEOUT|0:15|/w"\necho "424243|a-t001-a1|CANCELLED by 0|0:15|/w"\n'
+        'echo "424242|a-t000-a1|TIMEOUT|0:15|1714564800|1714568400|/w"\n'
+        'echo "424243|a-t001-a1|CANCELLED by 0|0:15|Unknown|1714568400|/w"\n'
     )
     (fake / "sacct").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
@@ -178,8 +186,10 @@ def test_sacct_is_used_when_accounting_is_on(slurm_cluster, tmp_path, monkeypatc
     out = ex.poll(handles)
     assert out["a-t000-a1"].state == JobState.FAILED
     assert "time limit" in out["a-t000-a1"].reason  # retried from its checkpoint
+    assert (out["a-t000-a1"].started_at, out["a-t000-a1"].ended_at) == (1714564800, 1714568400)
     assert out["a-t001-a1"].state == JobState.CANCELLED
     assert "outside scaleout" in out["a-t001-a1"].reason
+    assert (out["a-t001-a1"].started_at, out["a-t001-a1"].ended_at) == (None, 1714568400)
 
 
 def test_real_accounting_is_detected_and_answers_from_sacct(
@@ -221,7 +231,8 @@ def test_real_accounting_is_detected_and_answers_from_sacct(
         return st.state.finished and st
 
     st = helpers.wait_for(live_ended, 60, "the trial to end")
-    assert st == JobStatus(JobState.SUCCEEDED, 0), Path(h.log).read_text()[-2000:]
+    assert (st.state, st.exit_code) == (JobState.SUCCEEDED, 0), Path(h.log).read_text()[-2000:]
+    assert st.started_at is not None and st.started_at <= st.ended_at
     assert live.accounting is True
     assert set(seen[:-1]) <= {JobState.PENDING, JobState.RUNNING}, seen
 
@@ -259,11 +270,20 @@ def test_real_accounting_is_detected_and_answers_from_sacct(
     assert asked == ["sacct", "sacct"], asked
     assert sorted(ex._records) == sorted(ids.values())
     assert all(r.work_dir == here for r in ex._records.values())
-    assert out["acct-t000-a1"] == JobStatus(JobState.SUCCEEDED, 0)
-    assert out["acct-t001-a1"] == JobStatus(JobState.FAILED, 3, "slurm: FAILED, exit code 3")
-    assert out["acct-t002-a1"] == JobStatus(
-        JobState.CANCELLED, 0, "slurm: cancelled outside scaleout"
+    # and the times are sacct's Start and End, as sacct prints them in Unix seconds
+    monkeypatch.setenv("SLURM_TIME_FORMAT", "%s")
+    r = cluster.run(
+        "sacct", "-X", "-n", "-P", "-j", ",".join(ids.values()), "-o", "JobID,Start,End"
     )
+    times = {x.split("|")[0]: tuple(map(float, x.split("|")[1:])) for x in r.stdout.split()}
+    expected = {
+        "acct-t000-a1": JobStatus(JobState.SUCCEEDED, 0),
+        "acct-t001-a1": JobStatus(JobState.FAILED, 3, "slurm: FAILED, exit code 3"),
+        "acct-t002-a1": JobStatus(JobState.CANCELLED, 0, "slurm: cancelled outside scaleout"),
+    }
+    for name, job_id in ids.items():
+        assert replace(out[name], started_at=None, ended_at=None) == expected[name]
+        assert (out[name].started_at, out[name].ended_at) == times[job_id], name
 
 
 def test_bad_input_is_refused_before_anything_is_submitted(slurm_cluster, helpers, tmp_path):

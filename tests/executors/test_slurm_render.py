@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 
 import pytest
 
 from scaleout.core.job import JobState, Layout, TrialSpec
 from scaleout.executors.slurm import _gpus_in_gres
 from scaleout.executors.slurm_text import (
-    TEMPLATE,
     SbatchJob,
     SlurmRecord,
     SlurmSettings,
@@ -19,8 +19,11 @@ from scaleout.executors.slurm_text import (
     parse_jobcomp,
     parse_sacct,
     parse_squeue,
+    parse_time,
+    record_times,
     render_sbatch,
     sbatch_flags,
+    sbatch_template,
     srun_flags,
     status_of,
 )
@@ -145,7 +148,7 @@ def test_srun_runs_one_launcher_per_node_or_one_task_per_gpu(launch, layout, exp
 
 
 def test_render_is_deterministic_and_complete():
-    template = TEMPLATE.read_text()
+    template = sbatch_template()
     text = render_sbatch(FULL, job(), template)
     assert text == render_sbatch(FULL, job(), template)  # same inputs, same text
     assert "{{" not in text
@@ -169,7 +172,7 @@ def test_render_is_deterministic_and_complete():
 
 
 def test_master_addr_override_for_clusters_whose_node_names_do_not_resolve():
-    text = render_sbatch(SlurmSettings(master_addr="127.0.0.1"), job(), TEMPLATE.read_text())
+    text = render_sbatch(SlurmSettings(master_addr="127.0.0.1"), job(), sbatch_template())
     assert "export MASTER_ADDR=127.0.0.1\n" in text
     assert "scontrol show hostnames" not in text
 
@@ -184,7 +187,7 @@ def test_master_addr_override_for_clusters_whose_node_names_do_not_resolve():
 )
 def test_containers(runtime, in_srun, in_argv):
     j = job(container="nvcr.io/bev:1", env={})
-    text = render_sbatch(SlurmSettings(container_runtime=runtime), j, TEMPLATE.read_text())
+    text = render_sbatch(SlurmSettings(container_runtime=runtime), j, sbatch_template())
     srun = text[text.index("\nsrun ") + 1 : text.index(" &\n")]
     head, _, argv = srun.partition("node_launch.sh")
     if in_srun:
@@ -194,32 +197,70 @@ def test_containers(runtime, in_srun, in_argv):
         assert in_argv in argv and "nvcr.io/bev:1" in argv
 
 
+T0, T1 = 1714564800.0, 1714568400.0  # 2024-05-01 12:00 and 13:00 UTC
+
+
+# squeue -o '%i|%j|%T|%r|%S|%e|%Z' with SLURM_TIME_FORMAT=%s: %S is a pending job's expected
+# start and %e a running job's time limit, so only what has happened becomes a time.
 @pytest.mark.parametrize(
-    ("line", "state", "exit_code", "reason"),
+    ("line", "state", "reason", "times"),
     [
-        ("12|s-t000-a1|RUNNING|None|/w", "RUNNING", None, ""),
-        ("12|s-t000-a1|PENDING|Resources|/w", "PENDING", None, "Resources"),
-        ("12|s-t000-a1|PENDING|PartitionNodeLimit|/w", "PENDING", None, "PartitionNodeLimit"),
+        ("12|s-t000-a1|RUNNING|None|1714564800|1714651200|/w", "RUNNING", "", (T0, None)),
+        ("12|s-t000-a1|PENDING|Resources|1714564800|1714651200|/w", "PENDING", "Resources",
+         (None, None)),
+        ("12|s-t000-a1|PENDING|PartitionNodeLimit|N/A|N/A|/w", "PENDING", "PartitionNodeLimit",
+         (None, None)),
+        ("12|s-t000-a1|COMPLETED|None|1714564800|1714568400|/w", "COMPLETED", "", (T0, T1)),
+        ("12|s-t000-a1|RUNNING|None|1714564800|1714651200|/w|with|bars", "RUNNING", "",
+         (T0, None)),
     ],
-)
-def test_parse_squeue(line, state, exit_code, reason):
+)  # fmt: skip
+def test_parse_squeue(line, state, reason, times):
     rec = parse_squeue(line + "\n")["12"]
-    assert (rec.state, rec.exit_code, rec.reason, rec.work_dir) == (state, exit_code, reason, "/w")
+    assert (rec.state, rec.exit_code, rec.reason) == (state, None, reason)
+    assert rec.work_dir == line[line.index("/w") :]
+    assert record_times(rec) == times
+    st = status_of(rec)
+    assert (st.started_at, st.ended_at) == times
 
 
+# sacct -o JobID,JobName,State,ExitCode,Start,End,WorkDir (-P, SLURM_TIME_FORMAT=%s)
 @pytest.mark.parametrize(
-    ("line", "state", "exit_code"),
+    ("line", "state", "exit_code", "times"),
     [
-        ("7|s-t000-a1|COMPLETED|0:0|/w", "COMPLETED", 0),
-        ("7|s-t000-a1|FAILED|3:0|/w", "FAILED", 3),
-        ("7|s-t000-a1|CANCELLED by 1000|0:15|/w", "CANCELLED", -15),
-        ("7|s-t000-a1|TIMEOUT|0:0|/w", "TIMEOUT", 0),
-        ("7|s-t000-a1|NODE_FAIL|1:0|/w", "NODE_FAIL", 1),
+        ("7|s-t000-a1|COMPLETED|0:0|1714564800|1714568400|/w", "COMPLETED", 0, (T0, T1)),
+        ("7|s-t000-a1|FAILED|3:0|1714564800|1714568400|/w", "FAILED", 3, (T0, T1)),
+        ("7|s-t000-a1|CANCELLED by 1000|0:15|1714564800|1714568400|/w", "CANCELLED", -15,
+         (T0, T1)),
+        ("7|s-t000-a1|TIMEOUT|0:0|1714564800|1714568400|/w", "TIMEOUT", 0, (T0, T1)),
+        ("7|s-t000-a1|NODE_FAIL|1:0|1714564800|1714568400|/w", "NODE_FAIL", 1, (T0, T1)),
+        ("7|s-t000-a1|RUNNING|0:0|1714564800|Unknown|/w", "RUNNING", 0, (T0, None)),
+        ("7|allocation|PENDING|0:0|Unknown|Unknown|", "PENDING", 0, (None, None)),
     ],
-)
-def test_parse_sacct(line, state, exit_code):
+)  # fmt: skip
+def test_parse_sacct(line, state, exit_code, times):
     rec = parse_sacct(line)["7"]
     assert (rec.state, rec.exit_code) == (state, exit_code)
+    assert rec.work_dir == ("/w" if "/w" in line else "")
+    st = status_of(rec)
+    assert (st.started_at, st.ended_at) == times
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1714564800", T0),
+        ("Unknown", None),
+        ("None", None),
+        ("N/A", None),
+        ("", None),
+        ("2024-05-01T12:00:00", "local"),  # Slurm's default format: this machine's local time
+    ],
+)
+def test_parse_time(text, expected):
+    if expected == "local":
+        expected = time.mktime((2024, 5, 1, 12, 0, 0, 0, 0, -1))
+    assert parse_time(text) == expected
 
 
 def test_parse_jobcomp_keeps_the_last_line_of_each_job():
@@ -233,6 +274,18 @@ def test_parse_jobcomp_keeps_the_last_line_of_each_job():
     assert sorted(recs) == ["3", "4"]
     assert recs["3"].state == "COMPLETED" and recs["3"].work_dir == "/w"
     assert recs["4"].state == "NODE_FAIL" and recs["4"].exit_code == 1
+    assert (recs["4"].start, recs["4"].end) == (None, None)
+
+
+def test_parse_jobcomp_times():
+    line = (
+        "JobId=3 Name=a JobState=COMPLETED ExitCode=0:0 "
+        "StartTime=2024-05-01T12:00:00 EndTime=2024-05-01T13:00:00"
+    )
+    rec = parse_jobcomp(line, ["3"])["3"]
+    assert rec.end - rec.start == 3600  # local time, as slurmctld wrote it
+    st = status_of(rec)
+    assert (st.started_at, st.ended_at) == (rec.start, rec.end)
 
 
 @pytest.mark.parametrize(
@@ -270,6 +323,8 @@ def test_slurm_states(state, ours, expected, words):
 def test_exit_file(info, ours, expected, words):
     st = exit_file_status(info, ours)
     assert st.state == expected and words in st.reason
+    assert st.ended_at is None
+    assert exit_file_status({**info, "time": 1714568400}, ours).ended_at == T1
 
 
 @pytest.mark.parametrize(
@@ -314,12 +369,3 @@ def test_executor_flags_become_the_stored_options(argv, executor, options, monke
     args = build_parser().parse_args(["sweep", "--gpus", "16", "--space", "s.yaml", *argv])
     assert args.executor == executor
     assert executor_options(args) == options
-
-
-def test_stored_options_build_the_executor(monkeypatch):
-    from scaleout.executors.slurm import SlurmExecutor
-    from scaleout.sweep.session import make_executor
-
-    ex = make_executor("slurm", {"partition": "gpu", "extra": ["--qos=high"]}, None)
-    assert isinstance(ex, SlurmExecutor)
-    assert ex.settings.partition == "gpu" and ex.settings.extra == ("--qos=high",)

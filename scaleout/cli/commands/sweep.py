@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from scaleout.cli.commands.common import add_trainer_args, positive_int, print_json, trainer_flags
+from scaleout.executors import EXECUTOR_NAMES
 
 HELP = "run a sweep (the same command again resumes it)"
 DESCRIPTION = """\
@@ -51,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--executor",
         default="local",
-        choices=("local", "slurm", "ray"),
+        choices=EXECUTOR_NAMES,
         help="where trials run (default: local; see docs/clusters.md)",
     )
     add_executor_args(p)
