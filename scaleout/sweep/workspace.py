@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import ScaleoutError, StateError, UsageError
+from scaleout.core.files import write_atomic
 
 DEFAULT_WORKSPACE = "scaleout-workspace"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -53,12 +54,6 @@ def default_name(space_file: str | Path, gpus: int) -> str:
 
 def space_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
