@@ -62,7 +62,12 @@ def get_trainer(
 
         _need(profile, name, "--profile")
         return CommandTrainer(
-            profile, repo=repo, config=config, reference_gpus=reference_gpus, container=container
+            profile,
+            repo=repo,
+            config=config,
+            reference_gpus=reference_gpus,
+            container=container,
+            **options,
         )
     raise UsageError(f"--trainer: unknown trainer {name!r}; known: {', '.join(TRAINERS)}")
 
