@@ -138,3 +138,8 @@ def test_bad_launch_options():
         MMCVTrainer(BASE, repo=HFAI, launch="mpi")
     with pytest.raises(UsageError, match="once per node"):
         MMCVTrainer(BASE, repo=HFAI, launch="self", launcher="slurm")
+
+
+def test_an_unknown_trainer_option_is_named():
+    with pytest.raises(UsageError, match=r"trainer\.options: fp61: not an option of the bevformer"):
+        get_trainer("bevformer", config=BASE, repo=str(BEV), fp61=True)
