@@ -6,6 +6,7 @@ The format is documented in docs/search-space.md; keep the two in step.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -31,10 +32,12 @@ _Model = SpecModel
 
 
 def _fixed_epochs(cls: Any, v: dict[str, Any]) -> dict[str, Any]:
-    # Pinned epochs change every trial's length, which the plan accounts for.
-    e = v.get("epochs")
-    if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
-        raise ValueError(f"epochs must be a positive whole number of epochs, got {e!r}")
+    # Pinned epochs change every trial's length, which the plan accounts for; so does the
+    # evaluation interval (the epochs at which a trial reports its objective).
+    for key in ("epochs", "eval_interval"):
+        e = v.get(key)
+        if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+            raise ValueError(f"{key} must be a positive whole number of epochs, got {e!r}")
     return v
 
 
@@ -250,6 +253,40 @@ def resolve_reference(
     return Reference(**merged), sources
 
 
+def reference_conflicts(
+    space: SearchSpace, trainer_values: dict[str, Any] | None, path: str | Path
+) -> list[dict[str, Any]]:
+    """The reference values the space file gives that the trainer's config states otherwise.
+
+    resolve_reference lets the space file win; each entry says what won and what it
+    overrode (`key, used, used_source, overridden, overridden_source`), so a plan can say so.
+    """
+    values = dict(trainer_values or {})
+    sources = values.pop("_sources", {})
+    given = space.reference.model_dump(exclude_none=True)
+    out = []
+    for name in Reference.field_names():
+        if name == "metric" or name not in given or values.get(name) is None:
+            continue
+        mine, theirs = given[name], values[name]
+        same = (
+            math.isclose(float(mine), float(theirs), rel_tol=1e-9, abs_tol=0.0)
+            if isinstance(mine, (int, float)) and isinstance(theirs, (int, float))
+            else mine == theirs
+        )
+        if not same:
+            out.append(
+                {
+                    "key": name,
+                    "used": mine,
+                    "used_source": f"{path}: reference.{name}",
+                    "overridden": theirs,
+                    "overridden_source": sources.get(name, "trainer config"),
+                }
+            )
+    return out
+
+
 __all__ = [
     "PRUNERS",
     "SAMPLERS",
@@ -257,5 +294,6 @@ __all__ = [
     "SearchSpace",
     "load_space",
     "parse_space",
+    "reference_conflicts",
     "resolve_reference",
 ]

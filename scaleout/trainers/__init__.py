@@ -41,6 +41,7 @@ def get_trainer(
         from scaleout.trainers.mmengine import MMEngineTrainer
 
         _need(config, name, "--config")
+        _check_options(MMEngineTrainer, options, name)
         return MMEngineTrainer(
             config, repo=repo, reference_gpus=reference_gpus, container=container, **options
         )
@@ -48,6 +49,7 @@ def get_trainer(
         from scaleout.trainers.mmcv import MMCVTrainer
 
         _need(config, name, "--config")
+        _check_options(MMCVTrainer, options, name)
         flavor = "bevformer" if name == "mmcv" else name
         return MMCVTrainer(
             config,
@@ -61,10 +63,34 @@ def get_trainer(
         from scaleout.trainers.command import CommandTrainer
 
         _need(profile, name, "--profile")
+        _check_options(CommandTrainer, options, name)
         return CommandTrainer(
-            profile, repo=repo, config=config, reference_gpus=reference_gpus, container=container
+            profile,
+            repo=repo,
+            config=config,
+            reference_gpus=reference_gpus,
+            container=container,
+            **options,
         )
     raise UsageError(f"--trainer: unknown trainer {name!r}; known: {', '.join(TRAINERS)}")
+
+
+def _check_options(cls: type, options: dict[str, Any], trainer: str) -> None:
+    """trainer.options that the adapter does not take, named before anything is read."""
+    import inspect
+
+    taken = {
+        n
+        for n, p in inspect.signature(cls).parameters.items()
+        if p.kind == p.KEYWORD_ONLY
+        and n not in ("repo", "reference_gpus", "container", "flavor", "config")
+    }
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise UsageError(
+            f"trainer.options: {', '.join(unknown)}: not an option of the {trainer} trainer; "
+            f"it takes {', '.join(sorted(taken))}"
+        )
 
 
 def _need(value: Any, trainer: str, flag: str) -> None:

@@ -7,14 +7,38 @@ trainer's own logs. The types it exchanges live in `scaleout.core.job`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a trial's job failed, as its own output says.
+
+    `line` is the error line of the first traceback (or error message) of the failing rank,
+    e.g. "ModuleNotFoundError: No module named 'mmcv'"; `traceback` that traceback's last
+    lines; `rank` the failing rank where the launcher named it. `permanent` marks a failure
+    that a retry would meet identically (an import error, a bad config key, an argument the
+    train script refuses): retrying it only spends GPU time.
+    """
+
+    line: str
+    traceback: str = ""
+    rank: int | None = None
+    permanent: bool = False
+    kind: str = ""  # "import", "config", "arguments", "syntax", "oom", ... ("" unknown)
+
+    @property
+    def summary(self) -> str:
+        where = f"rank {self.rank}: " if self.rank is not None else ""
+        return where + self.line
+
+
 class Trainer(Protocol):
-    """A trainer family. Five methods; the controller sees nothing else."""
+    """A trainer family. Six methods; the controller sees nothing else."""
 
     name: str
 
@@ -38,4 +62,9 @@ class Trainer(Protocol):
 
     def has_checkpoint(self, work_dir: Path) -> bool:
         """Whether a resume of this work_dir would continue from a checkpoint."""
+        ...
+
+    def failure(self, work_dir: Path, log: str) -> Failure | None:
+        """The cause of a failed attempt, from its job log (`JobHandle.log`, a path) and the
+        trainer's own logs in work_dir; None when they show none."""
         ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ import yaml
 
 from scaleout.core.errors import UsageError
 from scaleout.core.job import NODE_PLACEHOLDERS, Layout, TrialMetrics, TrialParams, TrialSpec
-from scaleout.trainers import logs
+from scaleout.trainers import failures, logs
+from scaleout.trainers.base import Failure
+from scaleout.trainers.options import arg_list
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PLACEHOLDERS = {
@@ -44,6 +46,7 @@ PLACEHOLDERS = {
     "config": "--config, absolute",
     "name": "the trial's name",
     "seed": "the trial's seed (optional_argv only unless always set)",
+    "eval_interval": "epochs between evaluations (search.fixed.eval_interval; optional_argv)",
     "epochs": "training epochs (trial, else reference)",
     "train_samples": "training-set size (reference)",
     "iters_per_epoch": "ceil(train_samples / global_batch)",
@@ -83,6 +86,7 @@ class Profile:
     checkpoint: str | None = None
     metrics: MetricRules | None = None
     description: str = ""
+    failure_logs: tuple[str, ...] = ()  # globs in the work dir: the workers' own output
 
 
 def profile_path(profile: str) -> Path:
@@ -108,7 +112,7 @@ def load_profile(profile: str | Path) -> Profile:
     where = str(path)
     known = {
         "name", "description", "argv", "resume_argv", "optional_argv", "env", "cwd", "files",
-        "reference", "reference_keys", "checkpoint", "metrics",
+        "reference", "reference_keys", "checkpoint", "metrics", "failure_logs",
     }  # fmt: skip
     for key in data:
         if key not in known:
@@ -179,6 +183,7 @@ def load_profile(profile: str | Path) -> Profile:
         reference_keys={str(k): str(v) for k, v in reference_keys.items()},
         checkpoint=str(checkpoint) if checkpoint is not None else None,
         metrics=_metric_rules(data.get("metrics"), where),
+        failure_logs=str_list("failure_logs", data.get("failure_logs")),
     )
 
 
@@ -249,8 +254,11 @@ class CommandTrainer:
         config: str | Path | None = None,
         reference_gpus: int | None = None,
         container: str | None = None,
+        extra_args: Any = None,
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        # Appended to the profile's argv as they are (no placeholders: they are the user's).
+        self.extra_args = arg_list(extra_args)
         self.name = self.profile.name
         self.repo = Path(repo).expanduser().resolve() if repo is not None else None
         if self.repo is not None and not self.repo.is_dir():
@@ -352,6 +360,7 @@ class CommandTrainer:
                 argv += [fill(a, f"optional_argv.{key}[{i}]") for i, a in enumerate(fragment)]
         if resume:
             argv += [fill(a, f"resume_argv[{i}]") for i, a in enumerate(p.resume_argv)]
+        argv += self.extra_args
         files = {fill(k, f"files.{k}"): fill(v, f"files.{k}") for k, v in p.files.items()}
         files[logs.TRIAL_FILE] = logs.trial_file_text(name, params, layout)
         return TrialSpec(
@@ -381,6 +390,25 @@ class CommandTrainer:
         if pattern is None:
             return False
         return any(Path(work_dir).glob(pattern.replace("{work_dir}/", "")))
+
+    def failure(self, work_dir: Path, log: str) -> Failure | None:
+        """The job log's cause; where it shows none (Paddle's launcher prints only which rank
+        aborted), the workers' own logs (`failure_logs`, e.g. log/workerlog.N), the failing
+        rank's first."""
+        text = failures.read_log_tail(log) if log else ""
+        found = failures.failure_cause(text)
+        if found is not None and found.kind != "signal":
+            return found
+        rank = failures.failing_rank(text)
+        paths = sorted(
+            {p for pattern in self.profile.failure_logs for p in Path(work_dir).glob(pattern)}
+        )
+        paths.sort(key=lambda p: rank is None or re.search(rf"\D{rank}$", p.name) is None)
+        for path in paths:
+            cause = failures.failure_cause(failures.read_log_tail(path))
+            if cause is not None:
+                return replace(cause, rank=rank if cause.rank is None else cause.rank)
+        return found
 
 
 def _fill(text: str, values: dict[str, Any], where: str, key: str) -> str:

@@ -4,18 +4,26 @@ The recipe is read from the config as data (configread), a trial is the repo's o
 `tools/train.py` launched the way `tools/dist_train.sh` launches it, with the trial's values
 as `--cfg-options` (or, for EasyCV, whose train.py has no `--cfg-options`, a small generated
 config that inherits the original). `--autoscale-lr` is never passed: scaleout sets lr.
-Metrics come from the `{timestamp}.log.json` files mmcv writes, the text log as fallback.
+fp16 configs run the way their repos run them (BEVFormer's tools/fp16/train.py, EasyCV's
+`--fp16`), and a train script that spawns its own per-GPU workers (HFAiLab's) is started
+once per node. Metrics come from the `{timestamp}.log.json` files mmcv writes, the text
+log as fallback.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import StateError, UsageError
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
-from scaleout.trainers import configread, logs
+from scaleout.trainers import configread, datasets, failures, logs
+from scaleout.trainers.base import Failure
+from scaleout.trainers.options import arg_list
 
 SUPPORTED_POLICIES = ("CosineAnnealing",)
 SUPPORTED_WARMUPS = ("linear", None)
@@ -31,20 +39,38 @@ class Flavor:
     work_dir_flag: str = "--work-dir"
     resume_flag: str = "--resume-from"
     overrides: str = "cfg-options"  # or "config": a generated config inheriting the original
-    fp16_script: str | None = None  # used when the config has an `fp16` key
+    fp16_script: str | None = None  # the fp16 entry point (BEVFormer's tools/fp16/train.py)
+    fp16_flag: str | None = None  # or a flag of train.py (EasyCV's --fp16)
     deterministic: bool = False  # what the repo's dist_train.sh passes
+    eval_key: str = "evaluation"  # the EvalHook's settings (EasyCV: eval_config)
 
 
 FLAVORS = {
     # BEVFormer's dist_train.sh always adds --deterministic; fp16 configs have their own script.
     "bevformer": Flavor("bevformer", fp16_script="tools/fp16/train.py", deterministic=True),
     "petr": Flavor("petr"),
-    # EasyCV's train.py: --work_dir / --resume_from, and no --cfg-options.
+    # EasyCV's train.py: --work_dir / --resume_from / --fp16, and no --cfg-options.
     "easycv": Flavor(
-        "easycv", work_dir_flag="--work_dir", resume_flag="--resume_from", overrides="config"
+        "easycv",
+        work_dir_flag="--work_dir",
+        resume_flag="--resume_from",
+        overrides="config",
+        fp16_flag="--fp16",
+        eval_key="eval_config",
     ),
 }
 LAUNCH_MODULES = ("torch.distributed.launch", "torch.distributed.run")
+LAUNCHES = ("torch", "self")
+# A train script that starts its own per-GPU workers (HFAiLab/BEVFormer's tools/train.py ends
+# in `torch.multiprocessing.spawn(main, ..., nprocs=torch.cuda.device_count())`).
+_SPAWNS_WORKERS = re.compile(r"^[^#\n]*\b(?:multiprocessing|mp)\.spawn\(", re.MULTILINE)
+# What such a script reads to join the others (HFAiLab's: nodes, this node, the rendezvous).
+SELF_LAUNCH_ENV = (
+    ("WORLD_SIZE", "{nnodes}"),
+    ("RANK", "{node_rank}"),
+    ("MASTER_ADDR", "{master_addr}"),
+    ("MASTER_PORT", "{master_port}"),
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,9 @@ class MMCVTrainer:
         train_script: str | None = None,
         overrides: str | None = None,
         container: str | None = None,
+        fp16: bool | None = None,
+        extra_args: Sequence[str] | str | None = None,
+        launch: str | None = None,
     ) -> None:
         if flavor not in FLAVORS:
             raise UsageError(f"unknown mmcv flavor {flavor!r}; known: {', '.join(FLAVORS)}")
@@ -94,6 +123,16 @@ class MMCVTrainer:
             )
         if launcher not in ("pytorch", "slurm"):
             raise UsageError(f"launcher {launcher!r}: use pytorch (torch launcher) or slurm")
+        if launch not in (None, *LAUNCHES):
+            raise UsageError(
+                f"launch {launch!r}: use torch (one process per GPU, started by "
+                "torch.distributed) or self (the train script starts its own workers)"
+            )
+        if launch == "self" and launcher == "slurm":
+            raise UsageError(
+                "launch self with launcher slurm: a train script that starts its own workers "
+                "runs once per node, not once per GPU as `--launcher slurm` would"
+            )
         self.flavor = FLAVORS[flavor]
         self.name = flavor
         self.config_path = configread.resolve_config_path(config, repo)
@@ -111,6 +150,9 @@ class MMCVTrainer:
         if self.overrides not in ("cfg-options", "config"):
             raise UsageError(f"overrides {self.overrides!r}: use cfg-options or config")
         self.container = container
+        self.fp16_option = fp16
+        self.extra_args = arg_list(extra_args)
+        self.launch_option = launch
         self._cfg: Any = None
 
     # ---- reading the recipe -------------------------------------------------------------
@@ -123,7 +165,34 @@ class MMCVTrainer:
 
     @property
     def fp16(self) -> bool:
-        return self.cfg.get("fp16") is not None
+        """fp16 as the space file says (`trainer.options.fp16`), else as the config says:
+        an `fp16` block (BEVFormer), or a loss scale for EasyCV's AMP optimizer hook."""
+        if self.fp16_option is not None:
+            return self.fp16_option
+        if self.cfg.get("fp16") is not None:
+            return True
+        loss_scale = configread.lookup(self.cfg, "optimizer_config.loss_scale")
+        return self.flavor.fp16_flag is not None and loss_scale not in (configread.MISSING, None)
+
+    @property
+    def launch(self) -> str:
+        """ "self" when the train script starts its own per-GPU workers, else "torch"."""
+        if self.launch_option is not None:
+            return self.launch_option
+        if self.repo is None or self.train_script_path is None:
+            return "torch"
+        try:
+            text = self.train_script_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "torch"
+        return "self" if _SPAWNS_WORKERS.search(text) else "torch"
+
+    @property
+    def train_script_path(self) -> Path | None:
+        if self.repo is None:
+            return None
+        path = self.repo / self._script_name()
+        return path if path.is_file() else None
 
     def schedule(self) -> Schedule:
         return read_schedule(self.cfg, self.config_arg)
@@ -155,8 +224,39 @@ class MMCVTrainer:
         if self.reference_gpus is not None:
             values["gpus"] = self.reference_gpus
             sources["gpus"] = "--reference-gpus"
+        size = datasets.train_samples(
+            configread.lookup(self.cfg, "data.train"),
+            key="data.train",
+            where=where,
+            repo=self.repo,
+        )
+        if size is not None:
+            values["train_samples"], sources["train_samples"] = size.samples, size.source
+        values["evaluation"] = self.evaluation()
         values["_sources"] = sources
         return values
+
+    def evaluation(self) -> dict[str, Any]:
+        """When the EvalHook runs: every `interval` epochs from `start` (mmcv's default 1);
+        mmcv's hook has no extra evaluation at the last epoch."""
+        key = self.flavor.eval_key
+        block = self.cfg.get(key)
+        where = self.config_arg
+        if not isinstance(block, dict) or block.get("interval") is None:
+            return {
+                "interval": 1,
+                "start": None,
+                "by_epoch": True,
+                "last_epoch": False,
+                "source": f"{where}: no {key}.interval (mmcv's default: every epoch)",
+            }
+        return {
+            "interval": int(block["interval"]),
+            "start": int(block["start"]) if block.get("start") is not None else None,
+            "by_epoch": bool(block.get("by_epoch", True)),
+            "last_epoch": False,
+            "source": f"{where}: {key}.interval",
+        }
 
     # ---- rendering a trial --------------------------------------------------------------
 
@@ -181,6 +281,8 @@ class MMCVTrainer:
         if params.get("epochs") is not None:
             for key in s.epoch_keys or ("total_epochs", "runner.max_epochs"):
                 items.append((key, params["epochs"]))
+        if params.get("eval_interval") is not None:
+            items.append((f"{self.flavor.eval_key}.interval", int(params["eval_interval"])))
         return items
 
     def render(
@@ -197,10 +299,13 @@ class MMCVTrainer:
         files = {logs.TRIAL_FILE: logs.trial_file_text(name, params, layout)}
         config = self.config_arg
         if self.overrides == "config":
+            # Absolute: EasyCV's loader reads a relative config path against its package.
+            # Without symlinks: EasyCV pops `..` off the path as text, the OS follows links.
+            trial_config = Path(os.path.realpath(work_dir)) / GENERATED_CONFIG
             files[GENERATED_CONFIG] = generated_config(
-                self.config_path.resolve(), self.overrides_for(params), name
+                self.config_path.resolve(), self.overrides_for(params), name, child=trial_config
             )
-            config = str(work_dir / GENERATED_CONFIG)
+            config = str(trial_config)
 
         args = [config]
         if self.launcher == "slurm":
@@ -217,6 +322,10 @@ class MMCVTrainer:
             args += ["--seed", str(params["seed"])]
         if self.deterministic:
             args.append("--deterministic")
+        if self.flavor.fp16_flag and self.fp16:
+            args.append(self.flavor.fp16_flag)
+        # Before --cfg-options, whose values run to the end of the line.
+        args += self.extra_args
         if self.overrides == "cfg-options":
             args += ["--cfg-options"] + [
                 f"{k}={format_value(v)}" for k, v in self.overrides_for(params)
@@ -224,6 +333,11 @@ class MMCVTrainer:
 
         if self.launcher == "slurm":
             argv = [self.python, "-u", script, *args]
+        elif self.launch == "self":
+            # One process per node, which spawns one worker per visible GPU and finds the
+            # others through these variables (filled per node like any argv placeholder).
+            env = [f"{k}={v.replace('{nnodes}', str(layout.nnodes))}" for k, v in SELF_LAUNCH_ENV]
+            argv = ["env", *env, self.python, script, *args]
         else:
             argv = [
                 self.python,
@@ -258,17 +372,29 @@ class MMCVTrainer:
             "--master_port={master_port}",
         ]
 
+    def _script_name(self) -> str:
+        """The train script, relative to the repo: as given, else the fp16 entry point for an
+        fp16 config where the repo has one, else tools/train.py."""
+        if self.train_script is not None:
+            return self.train_script
+        fp16 = self.flavor.fp16_script
+        if fp16 is not None and self.fp16 and self.repo is not None:
+            if (self.repo / fp16).is_file():
+                return fp16
+            if self.fp16_option:
+                raise UsageError(
+                    f"{self.repo / fp16}: fp16 is asked for, but the repo has no fp16 train "
+                    "script (give trainer.options.train_script, or fp16: false)"
+                )
+        return "tools/train.py"
+
     def _script(self) -> str:
         if self.repo is None:
             raise UsageError(
                 f"{self.config_path}: --repo: not given, and no tools/train.py above the "
                 "config; pass the trainer repository with --repo"
             )
-        script = self.train_script
-        if script is None:
-            fp16 = self.flavor.fp16_script
-            use_fp16 = fp16 is not None and self.fp16 and (self.repo / fp16).is_file()
-            script = fp16 if use_fp16 else "tools/train.py"
+        script = self._script_name()
         if not (self.repo / script).is_file():
             raise UsageError(f"{self.repo / script}: the train script does not exist in --repo")
         return script
@@ -280,6 +406,9 @@ class MMCVTrainer:
 
     def has_checkpoint(self, work_dir: Path) -> bool:
         return (Path(work_dir) / CHECKPOINT).exists()
+
+    def failure(self, work_dir: Path, log: str) -> Failure | None:
+        return failures.failure_cause(failures.read_log_tail(log) if log else "")
 
 
 def read_schedule(cfg: Any, where: str) -> Schedule:
@@ -374,8 +503,14 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def generated_config(base: Path, items: list[tuple[str, Any]], name: str) -> str:
-    """A config that inherits `base` and sets the dotted keys (mmcv merges nested dicts)."""
+def generated_config(
+    base: Path, items: list[tuple[str, Any]], name: str, *, child: Path | None = None
+) -> str:
+    """A config that inherits `base` and sets the dotted keys (mmcv merges nested dicts).
+
+    `child` is where the file will be written; `_base_` then names `base` the way EasyCV's
+    loader finds it from there (easycv_base_path), which mmcv's own loader reads as well.
+    """
     tree: dict[str, Any] = {}
     for dotted, value in items:
         node = tree
@@ -383,13 +518,32 @@ def generated_config(base: Path, items: list[tuple[str, Any]], name: str) -> str
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    base_ref = str(base) if child is None else easycv_base_path(base, child)
     lines = [
         f"# Generated by scaleout for trial {name}: {base.name} with this trial's values.",
-        f"_base_ = [{str(base)!r}]",
+        f"_base_ = [{base_ref!r}]",
     ]
     for key, value in tree.items():
         lines.append(f"{key} = {_py(value)}")
     return "\n".join(lines) + "\n"
+
+
+def easycv_base_path(base: Path, child: Path) -> str:
+    """How a config at `child` names `base` in `_base_` so that EasyCV's loader finds it.
+
+    EasyCV's `check_base_cfg_path` (easycv/utils/config_tools.py) does not open `_base_`
+    entries relative to the including file as mmcv does. An entry that contains the word
+    `configs` is joined to the part of the including file's path before `configs` (an
+    absolute entry survives that join unchanged); any other entry is taken as relative to
+    the including file's folder, leading `..` parts popping its folders one by one, and an
+    absolute one is glued onto that folder (the trial's work dir) and not found. So: the
+    absolute path when it contains `configs` (EasyCV's own layout), else the path relative
+    to the child's folder, which both rules and mmcv's own loader resolve the same way.
+    """
+    target = os.path.realpath(base)
+    if "configs" in target:
+        return target
+    return os.path.relpath(target, os.path.dirname(os.path.realpath(child)))
 
 
 def _py(value: Any) -> str:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import UsageError
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
-from scaleout.trainers import configread, logs
+from scaleout.trainers import configread, datasets, failures, logs
+from scaleout.trainers.base import Failure
+from scaleout.trainers.options import arg_list
 
 TRIAL_CONFIG = "trial_config.py"
 CHECKPOINT_MARKER = "last_checkpoint"
@@ -58,6 +61,7 @@ class MMEngineTrainer:
         reference_gpus: int | None = None,
         python: str = sys.executable,
         container: str | None = None,
+        extra_args: Sequence[str] | str | None = None,
     ) -> None:
         self.name = name
         self.config_path = configread.resolve_config_path(config, repo)
@@ -73,6 +77,7 @@ class MMEngineTrainer:
         self.reference_gpus = reference_gpus
         self.python = python
         self.container = container
+        self.extra_args = arg_list(extra_args)
         self._cfg: Any = None
 
     @property
@@ -119,8 +124,36 @@ class MMEngineTrainer:
         )
         put("epochs", configread.lookup(self.cfg, "train_cfg.max_epochs"), "train_cfg.max_epochs")
         put("gpus", self.cfg.get("virtual_gpus"), "virtual_gpus")
+        if "train_samples" not in values:
+            size = datasets.train_samples(
+                configread.lookup(self.cfg, "train_dataloader.dataset"),
+                key="train_dataloader.dataset",
+                where=where,
+                repo=self.repo,
+                joins_data_root=True,
+            )
+            if size is not None:
+                values["train_samples"], sources["train_samples"] = size.samples, size.source
+        values["evaluation"] = self.evaluation()
         values["_sources"] = sources
         return values
+
+    def evaluation(self) -> dict[str, Any]:
+        """When validation runs: mmengine's EpochBasedTrainLoop validates every
+        `train_cfg.val_interval` epochs from `val_begin`, and at the last epoch as well."""
+        train_cfg = self.cfg.get("train_cfg") or {}
+        where = self.config_arg
+        by_epoch = "Iter" not in str(train_cfg.get("type", "")) and train_cfg.get("by_epoch", True)
+        given = train_cfg.get("val_interval")
+        return {
+            "interval": int(given) if given is not None else 1,
+            "start": int(train_cfg["val_begin"]) if train_cfg.get("val_begin") else None,
+            "by_epoch": bool(by_epoch),
+            "last_epoch": True,
+            "source": f"{where}: train_cfg.val_interval"
+            if given is not None
+            else f"{where}: no train_cfg.val_interval (mmengine's default: every epoch)",
+        }
 
     def trial_config(self, params: TrialParams) -> Any:
         """A copy of the config with the trial's values set (pure; the file text is dumped)."""
@@ -158,6 +191,9 @@ class MMEngineTrainer:
         cfg.auto_scale_lr = {**auto, "enable": False}  # scaleout sets lr; never rescale it
         if params.get("seed") is not None:
             cfg.randomness = {**(cfg.get("randomness") or {}), "seed": params["seed"]}
+        if params.get("eval_interval") is not None:
+            train_cfg = cfg.get("train_cfg") or {}
+            cfg.train_cfg = {**train_cfg, "val_interval": int(params["eval_interval"])}
         _ensure_local_vis_backend(cfg)
         return cfg
 
@@ -172,7 +208,7 @@ class MMEngineTrainer:
             )
         work_dir = Path(work_dir)
         cfg_file = str(work_dir / TRIAL_CONFIG)
-        args = [*self.entry, cfg_file, "--work-dir", str(work_dir)]
+        args = [*self.entry, cfg_file, "--work-dir", str(work_dir), *self.extra_args]
         if layout.world_size == 1:
             argv = [self.python, *args, "--launcher", "none"]
         else:
@@ -211,6 +247,9 @@ class MMEngineTrainer:
 
     def has_checkpoint(self, work_dir: Path) -> bool:
         return (Path(work_dir) / CHECKPOINT_MARKER).is_file()
+
+    def failure(self, work_dir: Path, log: str) -> Failure | None:
+        return failures.failure_cause(failures.read_log_tail(log) if log else "")
 
 
 def minibev(preset: str = "small", *, reference_gpus: int | None = None) -> MMEngineTrainer:

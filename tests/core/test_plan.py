@@ -206,5 +206,7 @@ def test_json_keys_are_stable(bevformer_reference):
         "retries",
         "trainer",
         "notes",
+        "reference_conflicts",
+        "evaluation",
     ]
     assert d["schema"] == "scaleout.plan/1"

@@ -28,6 +28,7 @@ def bevformer(**kw) -> MMCVTrainer:
 def test_reference_follows_base_files_and_names_sources():
     ref = bevformer().reference()
     sources = ref.pop("_sources")
+    evaluation = ref.pop("evaluation")
     # data.samples_per_gpu is 4 in the dataset base and 1 in bevformer_base.py: the child wins.
     assert ref == {
         "lr": 2e-4,
@@ -37,7 +38,10 @@ def test_reference_follows_base_files_and_names_sources():
         "samples_per_gpu": 1,
         "epochs": 24,
         "gpus": 8,
+        "train_samples": 28130,  # the named nuScenes train split (tests/trainers/test_datasets.py)
     }
+    # evaluation = dict(interval=1) in bevformer_base.py overrides the dataset base's 24.
+    assert evaluation["interval"] == 1 and evaluation["source"] == f"{BASE}: evaluation.interval"
     assert sources["lr"] == f"{BASE}: optimizer.lr"
     assert sources["min_lr_ratio"] == f"{BASE}: lr_config.min_lr_ratio"
     assert sources["gpus"] == "--reference-gpus"

@@ -27,6 +27,7 @@ def test_reference_from_mmdet3d_scoped_bases_without_importing_custom_imports():
     ref = detr3d().reference()
     assert not any(m.startswith(("projects", "torch")) for m in set(sys.modules) - before)
     sources = ref.pop("_sources")
+    evaluation = ref.pop("evaluation")
     assert ref == {
         "gpus": 8,
         "lr": 2e-4,
@@ -35,7 +36,11 @@ def test_reference_from_mmdet3d_scoped_bases_without_importing_custom_imports():
         "min_lr_ratio": 1e-3,
         "samples_per_gpu": 1,
         "epochs": 24,
+        # data/nuscenes/nuscenes_infos_train.pkl is not in the fixture: the split's size.
+        "train_samples": 28130,
     }
+    # DETR3D validates every 2 epochs, and mmengine validates the last epoch as well.
+    assert (evaluation["interval"], evaluation["last_epoch"]) == (2, True)
     assert sources["warmup_iters"] == f"{DETR3D}: param_scheduler[0].end"
     assert sources["min_lr_ratio"] == f"{DETR3D}: param_scheduler[1].eta_min_ratio"
 

@@ -86,6 +86,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds between polls (default 2)",
     )
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the seed trials and one sampled trial as they would run, writing nothing",
+    )
     add_trainer_args(p)
     p.set_defaults(run=run)
 
@@ -101,6 +106,10 @@ def _seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:  # scaleout/cli/dryrun.py renders the first trials and starts nothing
+        from scaleout.cli.dryrun import run_dry
+
+        return run_dry(args)
     from scaleout.cli.progress import ProgressView
     from scaleout.cli.render import make_console
     from scaleout.cli.summary import sweep_summary

@@ -1,0 +1,21 @@
+"""Trainer options that every adapter takes the same way (the space file's `trainer.options`)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from scaleout.core.errors import UsageError
+
+
+def arg_list(value: Sequence[str] | str | None, key: str = "extra_args") -> list[str]:
+    """`trainer.options.extra_args`: a list of arguments, or one string split as a shell does."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, (bytes, dict)) or not all(
+        isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in value
+    ):
+        raise UsageError(f"trainer.options.{key}: {value!r}: give a list of strings (or one)")
+    return [str(a) for a in value]
