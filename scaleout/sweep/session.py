@@ -120,11 +120,13 @@ class SweepRequest:
 
 @dataclass
 class OpenSweep:
+    """An opened sweep, its lock held."""
+
     sweep: Sweep
     meta: dict[str, Any]
     plan: Plan
     trainer: Any
-    study: Any
+    searcher: Any  # an OptunaSearcher (its study feeds the leaderboard)
     tracker: Any
     parent_run_id: str
     lock: ControllerLock
@@ -133,7 +135,8 @@ class OpenSweep:
 
 def open_sweep(req: SweepRequest) -> OpenSweep:
     """Create or resume the sweep `req` names. Checks everything before writing anything."""
-    from scaleout.sweep.search import create_or_load, open_storage, seed_study
+    from scaleout.sweep.search import OptunaSearcher
+    from scaleout.sweep.study import create_or_load, open_storage
     from scaleout.sweep.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
 
     root = workspace_root(req.workspace)
@@ -216,8 +219,9 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
             import json
 
             write_atomic(sweep.dir / "plan.json", json.dumps(plan_to_dict(plan), indent=2))
-        study = create_or_load(storage_url, name, plan)
-        seed_study(study, plan)
+        searcher = OptunaSearcher(create_or_load(storage_url, name, plan), plan)
+        study = searcher.study
+        searcher.enqueue(plan.seeds[: plan.trials])
         parent = study.user_attrs.get("mlflow_parent_run_id")
         if not parent:
             parent = tracker.start_sweep(
@@ -236,7 +240,7 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
     except BaseException:
         lock.release()
         raise
-    return OpenSweep(sweep, meta, plan, trainer, study, tracker, parent, lock, resumed)
+    return OpenSweep(sweep, meta, plan, trainer, searcher, tracker, parent, lock, resumed)
 
 
 def _sweep_params(meta: dict[str, Any], plan: Plan) -> dict[str, Any]:

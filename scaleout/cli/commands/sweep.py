@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             opened.meta["executor"], opened.meta.get("executor_options", {}), args.parallel
         )
         controller = Controller(
-            study=opened.study,
+            searcher=opened.searcher,
             plan=opened.plan,
             trainer=opened.trainer,
             executor=executor,
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         if reason == "stopped" and args.cancel_on_exit:
             controller.cancel_all()
             console.print("cancelled the running trials (--cancel-on-exit)")
-        summary = sweep_summary(opened.study, opened.plan, opened.sweep.name, reason)
+        summary = sweep_summary(opened.searcher.study, opened.plan, opened.sweep.name, reason)
         if reason != "stopped":
             from scaleout.results.frame import publish_after_sweep  # plots + leaderboard to MLflow
 
