@@ -24,6 +24,7 @@ examples:
   scaleout sweep --gpus 160 --space search_spaces/lr_scaling.yaml
   scaleout sweep --gpus 32 --space search_spaces/lr_scaling.yaml --preset tiny --trials 6
   scaleout sweep --name lr_scaling-160g --resume
+  scaleout sweep --name lr_scaling-160g --resume --trials 20     # extend the budget
 """
 
 
@@ -41,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trials",
         type=positive_int("--trials"),
-        help="trial budget (default: the space file's budget)",
+        help="trial budget (default: the space file's budget; on resume, the stored one: "
+        "a larger N extends it, fewer than the trials already started is refused)",
     )
     p.add_argument(
         "--parallel",
@@ -243,6 +245,10 @@ def _announce(console: Any, opened: Any, controller: Any) -> None:
         f"{plan.scale.target_global_batch}), {controller.parallel} at once, "
         f"{opened.meta['trainer']['name']} trainer, {opened.meta['executor']} executor"
     )
+    if opened.budget_change:
+        old, new = opened.budget_change
+        how = "extended" if new > old else "lowered"
+        console.print(f"budget {how} from {old} to {new} trials (--trials)")
     if lay.virtual_gpus > lay.world_size:
         kind = "GPU" if lay.use_gpu else "CPU"
         procs = f"{lay.nnodes} node(s) x {lay.procs_per_node} {kind} process(es)"
