@@ -19,7 +19,8 @@ from scaleout.core.plan import make_plan
 from scaleout.core.rules import Reference
 from scaleout.core.space import parse_space
 from scaleout.sweep.controller import Controller
-from scaleout.sweep.search import create_or_load, seed_study
+from scaleout.sweep.search import OptunaSearcher
+from scaleout.sweep.study import create_or_load
 from scaleout.sweep.tracking import MlflowTracker, NullTracker
 
 EPOCHS = 4
@@ -93,8 +94,8 @@ def main() -> None:
     plan = make_plan(
         parse_space({"budget": {"trials": args.trials}, "pruner": {"type": "median"}}), ref, 160
     )
-    study = create_or_load(f"sqlite:///{tmp / 'study.db'}", "bench", plan)
-    seed_study(study, plan)
+    searcher = OptunaSearcher(create_or_load(f"sqlite:///{tmp / 'study.db'}", "bench", plan), plan)
+    searcher.enqueue(plan.seeds[: plan.trials])
     tracker = (
         MlflowTracker(f"sqlite:///{tmp / 'mlflow.db'}", (tmp / "art").as_uri())
         if args.tracker == "mlflow"
@@ -103,7 +104,7 @@ def main() -> None:
     parent = tracker.start_sweep("bench", "uid", {"k": 1}, {})
     ex = InstantExecutor(args.parallel)
     c = Controller(
-        study=study,
+        searcher=searcher,
         plan=plan,
         trainer=InstantTrainer(ex),
         executor=ex,

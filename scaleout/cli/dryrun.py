@@ -87,6 +87,8 @@ def run_dry(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def dry_trials(plan: Plan, trainer: Any, layout: Layout, sweep: Any, name: str) -> list[DryTrial]:
     """The seed trials within the budget, then one sampled trial, rendered like the
     controller renders them (trial numbers in enqueue order, attempt 1, fresh work dirs)."""
+    from scaleout.sweep.workspace import trial_dir
+
     points: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
         (s.origin, {k: v for k, v in s.params().items() if k in plan.ranges}, s.params())
         for s in plan.seeds[: plan.trials]
@@ -96,7 +98,7 @@ def dry_trials(plan: Plan, trainer: Any, layout: Layout, sweep: Any, name: str) 
     out = []
     for number, (origin, sampled, seed) in enumerate(points):
         params = plan.trial_params(sampled, seed)
-        work_dir = sweep.trial_dir(number)
+        work_dir = trial_dir(sweep.dir, number)
         spec = trainer.render(params, layout, work_dir, resume=False, name=f"t{number:03d}")
         # What the controller adds to every trial's environment.
         env = {**spec.env, "SCALEOUT_SWEEP": name, "SCALEOUT_TRIAL": str(number)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from optuna.trial import TrialState
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -16,11 +15,11 @@ from rich.text import Text
 
 from scaleout.results.format import fmt_duration
 from scaleout.sweep.controller import Controller, Event
-from scaleout.sweep.search import Attr
+from scaleout.sweep.search import Attr, TrialState
 
 
 def totals(controller: Controller) -> dict[str, Any]:
-    trials = controller.study.get_trials(deepcopy=False)
+    trials = controller.searcher.trials()
     counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
     best = None
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -32,9 +31,9 @@ def totals(controller: Controller) -> dict[str, Any]:
         "pruned": counts[TrialState.PRUNED],
         "failed": counts[TrialState.FAIL],
         "running": len(controller.active),
-        "budget": controller.plan.trials,
+        "budget": controller.budget.trials,
         "best": best,
-        "gpu_hours": controller.gpu_hours_used(),
+        "gpu_hours": controller.gpu_hours_used(trials),
     }
 
 
@@ -113,10 +112,7 @@ class ProgressView:
         best_text = (
             "-"
             if best is None
-            else (
-                f"{best.value:.4f} (t{best.number:03d}, "
-                f"lr {best.user_attrs[Attr.PARAMS]['lr']:.2e})"
-            )
+            else (f"{best.value:.4f} (t{best.number:03d}, lr {best.attrs[Attr.PARAMS]['lr']:.2e})")
         )
         line = Text(
             f"{tot['complete']} done, {tot['pruned']} pruned, {tot['failed']} failed, "

@@ -1,39 +1,46 @@
-"""The sweep loop: our own small ask/tell controller over the Optuna study (ARCHITECTURE 1).
+"""The sweep loop: our own small ask/tell controller over a Searcher (docs/architecture.md).
 
 `step()` polls the executor once for all running jobs, reads each trial's metrics from the
 trainer's logs, reports new epochs (MLflow and the pruner), prunes, tells finished trials,
-retries crashed ones from their checkpoint, and fills free slots. `run()` reconciles the
-study with the executor (resume), then loops `step()` until the budget is spent.
+retries crashed ones from their checkpoint, and fills free slots while the budget allows.
+`run()` reconciles the study with the executor (resume), then loops `step()` until done.
 
 Invariants:
-- The controller is the only writer of the study; it holds the sweep's lock.
+- The controller is the only writer of the study; it holds the sweep's lock. It reaches the
+  study only through the `Searcher` (it knows no Optuna).
 - A RUNNING trial owns at most one live job: the one in Attr.JOB. Every fact needed to
   find it again is stored before or right after submission, so each step of a launch is
   safe to repeat after a crash (`_ensure_launched`).
+- GPU time is billed from each job's own run time (`scaleout.sweep.budget`), per attempt.
 - Finished trials are never touched again.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-from scaleout.core.job import JobHandle, JobState, JobStatus, TrialMetrics, TrialParams, TrialSpec
+from scaleout.core.job import JobState, JobStatus, TrialParams, TrialSpec
 from scaleout.core.placement import layout_for
 from scaleout.core.plan import Plan, describe
 from scaleout.executors.base import Executor
+from scaleout.sweep.budget import Budget
 from scaleout.sweep.faults import crash_point
-from scaleout.sweep.search import Attr, distributions
+from scaleout.sweep.search import Attr, Searcher, TrialState, TrialView
 from scaleout.sweep.tracking import Tracker
+from scaleout.sweep.trial import Active, Event, log_tail, objective_values, run_figures
+from scaleout.sweep.workspace import trial_dir
 from scaleout.trainers.base import Trainer
 
-LOG_TAIL_LINES = 30
+log = logging.getLogger(__name__)
+# How a finished trial reads in its last attempt's lineage entry, in MLflow and in its event.
+_ATTEMPT_END = {TrialState.COMPLETE: "succeeded", TrialState.PRUNED: "pruned"}
+_MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+_EVENT_KIND = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
 
 
 class Clock(Protocol):
@@ -50,53 +57,15 @@ class RealClock:
         time.sleep(seconds)
 
 
-@dataclass
-class Active:
-    """A running trial as the controller sees it; rebuilt from the study on resume."""
-
-    number: int
-    trial_id: int
-    origin: str
-    params: dict[str, Any]
-    work_dir: Path
-    attempt: int
-    run_id: str
-    handle: JobHandle | None
-    started: float
-    logged_epoch: int = 0
-    metrics: TrialMetrics = field(default_factory=TrialMetrics)
-    state: JobState = JobState.PENDING
-    status: JobStatus = field(default_factory=lambda: JobStatus(JobState.UNKNOWN))
-    trial: optuna.trial.Trial | None = None  # cached: constructing one costs a sampler call
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # started | retried | epoch | pruned | completed | failed | reattached
-    number: int
-    message: str
-
-
 def run_name(number: int, params: dict[str, Any]) -> str:
     return f"t{number:03d} {describe(params)}"
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class Controller:
     def __init__(
         self,
         *,
-        study: optuna.Study,
+        searcher: Searcher,
         plan: Plan,
         trainer: Trainer,
         executor: Executor,
@@ -105,13 +74,15 @@ class Controller:
         sweep_dir: Path,
         parent_run_id: str,
         parallel: int,
+        budget: Budget | None = None,
         clock: Clock | None = None,
         poll_interval_s: float = 2.0,
         procs_per_trial: int = 1,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
-        self.study = study
+        self.searcher = searcher
         self.plan = plan
+        self.budget = budget or Budget.from_plan(plan)
         self.trainer = trainer
         self.executor = executor
         self.tracker = tracker
@@ -121,7 +92,6 @@ class Controller:
         self.clock = clock or RealClock()
         self.poll_interval_s = poll_interval_s
         self.on_event = on_event or (lambda e: None)
-        self.dists = distributions(plan)
         cap = executor.capacity()
         self.layout = layout_for(plan.gpus, cap, parallel, procs_per_trial)
         fit = cap.slots if cap.virtual else cap.gpus // plan.gpus
@@ -160,67 +130,45 @@ class Controller:
     def reconcile(self) -> None:
         """Adopt every RUNNING trial of the study: re-attach its job, or launch it if the
         controller died before the job started."""
-        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if ft.number in self.active:
+        for view in self.searcher.trials((TrialState.RUNNING,)):
+            if view.number in self.active:
                 continue
-            act = self._active_from(ft)
-            self.active[ft.number] = act
+            act = self._active_from(view)
+            self.active[view.number] = act
             if act.handle is None:
+                log.debug("t%03d: asked but never submitted; launching it", act.number)
                 self._ensure_launched(act, resume=self.trainer.has_checkpoint(act.work_dir))
             else:
                 self._emit("reattached", act, f"re-attached to job {act.handle.job_id}")
 
-    def _active_from(self, ft: FrozenTrial) -> Active:
-        ua = ft.user_attrs
-        job = ua.get(Attr.JOB)
-        number = ft.number
-        params = ua.get(Attr.PARAMS) or self._trial_params(ft)
-        return Active(
-            number=number,
-            trial_id=ft._trial_id,
-            origin=ua.get(Attr.ORIGIN, "sampled"),
-            params=params,
-            work_dir=Path(ua.get(Attr.WORK_DIR) or self._work_dir(number)),
-            attempt=int(ua.get(Attr.ATTEMPT, 1)),
-            run_id=ua.get(Attr.RUN_ID, ""),
-            handle=JobHandle.from_json(job) if job else None,
-            # The first attempt's start, on the controller's clock (the lineage records it).
-            started=float((ua.get(Attr.ATTEMPTS) or [{}])[0].get("started", self.clock.now())),
-            logged_epoch=int(ua.get(Attr.LOGGED_EPOCH, 0)),
-        )
+    def _active_from(self, view: TrialView) -> Active:
+        params = view.attrs.get(Attr.PARAMS) or self._trial_params(view)
+        work_dir = self._work_dir(view.number)
+        return Active.from_view(view, params=params, work_dir=work_dir, now=self.clock.now())
 
     # -- launching --------------------------------------------------------------------------
     def _may_launch(self) -> bool:
         if self.stop_requested:
             return False
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self.searcher.trials()
         started = sum(1 for t in trials if t.state != TrialState.WAITING)
-        if started >= self.plan.trials:
-            return False
-        budget = self.plan.space.budget.gpu_hours
-        return budget is None or self.gpu_hours_used() < budget
+        return self.budget.allows(started=started, gpu_hours=self.gpu_hours_used(trials))
 
     def _fill_slots(self) -> None:
         while len(self.active) < self.parallel and self._may_launch():
-            asked = self.study.ask(self.dists)
+            asked = self.searcher.ask()
             crash_point("after_ask")
-            ft = self.study._storage.get_trial(asked._trial_id)
-            act = self._active_from(ft)
-            act.trial = asked
-            self.active[ft.number] = act
+            log.debug("asked t%03d (%s): %s", asked.number, asked.origin, dict(asked.params))
+            act = self._active_from(asked.as_view())
+            self.active[asked.number] = act
             self._ensure_launched(act, resume=False)
 
-    def _trial_params(self, ft: FrozenTrial) -> dict[str, Any]:
-        seed = ft.user_attrs.get("seed_params") or None
-        return self.plan.trial_params(dict(ft.params), seed).to_dict()
-
-    def _trial(self, act: Active) -> optuna.trial.Trial:
-        if act.trial is None:
-            act.trial = optuna.trial.Trial(self.study, act.trial_id)
-        return act.trial
+    def _trial_params(self, view: TrialView) -> dict[str, Any]:
+        seed = view.attrs.get("seed_params") or None
+        return self.plan.trial_params(dict(view.params), seed).to_dict()
 
     def _work_dir(self, number: int) -> Path:
-        return self.sweep_dir / "trials" / f"t{number:03d}"
+        return trial_dir(self.sweep_dir, number)
 
     def _job_name(self, act: Active) -> str:
         return f"{self.sweep_name}-t{act.number:03d}-a{act.attempt}"
@@ -228,13 +176,9 @@ class Controller:
     def _ensure_launched(self, act: Active, *, resume: bool) -> None:
         """Each step checks what the study already holds, so calling this again after a
         crash at any point finishes the launch without doing anything twice."""
-        trial = self._trial(act)
-        ua = self.study._storage.get_trial(act.trial_id).user_attrs
-        if Attr.PARAMS not in ua:
-            trial.set_user_attr(Attr.ORIGIN, act.origin)
-            trial.set_user_attr(Attr.WORK_DIR, str(act.work_dir))
-            trial.set_user_attr(Attr.ATTEMPT, act.attempt)
-            trial.set_user_attr(Attr.PARAMS, act.params)
+        if not act.stored:
+            self.searcher.set_attrs(act.number, act.launch_facts())
+            act.stored = True
         if not act.run_id:
             tags = {"origin": act.origin, "state": "RUNNING", "scaleout.sweep": self.sweep_name}
             act.run_id = self.tracker.start_trial(
@@ -244,28 +188,25 @@ class Controller:
                 act.params | {"origin": act.origin},
                 tags,
             )
-            trial.set_user_attr(Attr.RUN_ID, act.run_id)
+            self.searcher.set_attrs(act.number, {Attr.RUN_ID: act.run_id})
         name = self._job_name(act)
         spec = self._render(act, resume)
         handle = self.executor.find(name, spec)
         if handle is None:
             handle = self.executor.submit(spec, name)
             crash_point("after_submit")
+        log.debug("t%03d: job %s is %s (resume=%s)", act.number, name, handle.job_id, resume)
         act.handle = handle
         act.state = JobState.PENDING
-        trial.set_user_attr(Attr.JOB, handle.to_json())
-        lineage = list(ua.get(Attr.ATTEMPTS, []))
-        if not lineage or lineage[-1].get("attempt") != act.attempt:
-            lineage.append(
-                {
-                    "attempt": act.attempt,
-                    "job": handle.name,
-                    "job_id": handle.job_id,
-                    "resumed_from_checkpoint": resume,
-                    "started": self.clock.now(),
-                }
-            )
-            trial.set_user_attr(Attr.ATTEMPTS, lineage)
+        self.searcher.set_attrs(act.number, {Attr.JOB: handle.to_json()})
+        self.searcher.record_attempt(
+            act.number,
+            act.attempt,
+            job=handle.name,
+            job_id=handle.job_id,
+            resumed_from_checkpoint=resume,
+            submitted=self.clock.now(),
+        )
         verb = "retried" if act.attempt > 1 else "started"
         self._emit(verb, act, f"{verb} as job {handle.job_id} ({name})")
 
@@ -283,10 +224,17 @@ class Controller:
     def _poll(self) -> None:
         handles = [a.handle for a in self.active.values() if a.handle is not None]
         statuses = self.executor.poll(handles) if handles else {}
+        now = self.clock.now()
         for act in self.active.values():
-            if act.handle is not None:
-                act.status = statuses.get(act.handle.name, JobStatus(JobState.UNKNOWN))
-                act.state = act.status.state
+            if act.handle is None:
+                continue
+            act.status = statuses.get(act.handle.name, JobStatus(JobState.UNKNOWN))
+            act.state = act.status.state
+            known = act.meter.started is not None
+            act.meter.observe(act.status, now)
+            if not known and act.meter.started is not None:  # the job's start, once known
+                self.searcher.record_attempt(act.number, act.attempt, **act.meter.start_record())
+        log.debug("polled: %s", {h: s.state.value for h, s in sorted(statuses.items())})
 
     def _advance(self, act: Active) -> None:
         act.metrics = self.trainer.read_metrics(act.work_dir)
@@ -304,144 +252,90 @@ class Controller:
         if not new:
             return False
         self.tracker.log_epochs(act.run_id, new)
-        trial = self._trial(act)
-        for epoch in sorted(new):
-            value = new[epoch].get(self.plan.objective)
-            if value is not None and value == value:  # NaN is not a report
-                trial.report(float(value), epoch)
+        values = objective_values(new, self.plan.objective)
+        stop = self.searcher.report(act.number, values)
         act.logged_epoch = max(new)
-        trial.set_user_attr(Attr.LOGGED_EPOCH, act.logged_epoch)
+        self.searcher.set_attrs(act.number, act.epoch_facts())
+        log.debug("t%03d: reported %s; stop: %s", act.number, values, stop)
         latest = act.metrics.latest(self.plan.objective)
-        self._emit(
-            "epoch",
-            act,
-            f"epoch {act.logged_epoch}: {self.plan.objective} "
-            f"{latest if latest is None else round(latest, 4)}",
-        )
-        if act.state != JobState.SUCCEEDED and trial.should_prune():
+        shown = latest if latest is None else round(latest, 4)
+        self._emit("epoch", act, f"epoch {act.logged_epoch}: {self.plan.objective} {shown}")
+        if act.state != JobState.SUCCEEDED and stop:
+            log.debug("t%03d: the pruner stops it at epoch %d", act.number, act.logged_epoch)
             if act.handle is not None:
                 self.executor.cancel(act.handle)
-            self._finish(
-                act,
-                TrialState.PRUNED,
-                None,
-                f"pruned at epoch {act.logged_epoch} by the {self.plan.space.pruner.type} pruner",
-            )
+            why = f"pruned at epoch {act.logged_epoch} by the {self.plan.space.pruner.type} pruner"
+            self._finish(act, TrialState.PRUNED, None, why)
             return True
         return False
 
     def _complete(self, act: Active) -> None:
         value = act.metrics.latest(self.plan.objective)
         if value is None:
-            self._finish(
-                act,
-                TrialState.FAIL,
-                None,
-                f"the job succeeded but its logs in {act.work_dir} never reported "
-                f"{self.plan.objective}",
-                tail=True,
-            )
+            why = f"the job succeeded but its logs in {act.work_dir} never reported "
+            self._finish(act, TrialState.FAIL, None, why + self.plan.objective, tail=True)
             return
         self._finish(act, TrialState.COMPLETE, value, "completed")
 
     def _retry_or_fail(self, act: Active, status: JobStatus) -> None:
         why = status.reason or status.state.value
-        trial = self._trial(act)
-        lineage = list(
-            self.study._storage.get_trial(act.trial_id).user_attrs.get(Attr.ATTEMPTS, [])
-        )
-        if lineage:
-            lineage[-1].update(
-                ended=self.clock.now(),
-                state=status.state.value,
-                reason=why,
-                exit_code=status.exit_code,
-            )
-            trial.set_user_attr(Attr.ATTEMPTS, lineage)
         if act.attempt >= self.max_attempts:
-            self._finish(
-                act,
-                TrialState.FAIL,
-                None,
-                f"attempt {act.attempt} of {self.max_attempts} failed: {why}",
-                tail=True,
-            )
+            last = f"attempt {act.attempt} of {self.max_attempts} failed: {why}"
+            self._finish(act, TrialState.FAIL, None, last, tail=True)
             return
+        self._end_attempt(act, status.state.value, why)
         act.attempt += 1
-        trial.set_user_attr(Attr.ATTEMPT, act.attempt)
+        # The failed job goes first: a crash in between must not re-attach it as the new
+        # attempt's job (with JOB empty, a resume finds the old attempt's job by name again).
+        self.searcher.set_attrs(act.number, {Attr.JOB: "", Attr.ATTEMPT: act.attempt})
         resume = self.trainer.has_checkpoint(act.work_dir)
-        self._emit(
-            "failed",
-            act,
-            f"attempt {act.attempt - 1} failed ({why}); retrying "
-            + ("from its last checkpoint" if resume else "from the start"),
-        )
+        log.debug("t%03d: attempt %d failed (%s); retrying", act.number, act.attempt - 1, why)
+        how = "from its last checkpoint" if resume else "from the start"
+        self._emit("failed", act, f"attempt {act.attempt - 1} failed ({why}); retrying {how}")
         self._ensure_launched(act, resume=resume)
+
+    def _end_attempt(self, act: Active, state: str, reason: str) -> None:
+        """Close and bill the current attempt. Safe to repeat after a crash: the lineage
+        keeps the first record, and a resumed meter is already ended."""
+        facts = act.close_attempt(self.clock.now(), self.plan.gpus, state, reason)
+        self.searcher.record_attempt(act.number, act.attempt, **facts)
+        log.debug("t%03d: attempt %d billed %s", act.number, act.attempt, facts)
 
     def _finish(
         self, act: Active, state: TrialState, value: float | None, why: str, *, tail: bool = False
     ) -> None:
-        trial = self._trial(act)
-        now = self.clock.now()
-        wall = now - act.started
-        result = self._result(act, wall)
-        trial.set_user_attr(Attr.RESULT, result)
+        self._end_attempt(act, _ATTEMPT_END.get(state, act.status.state.value), why)
+        result = act.result(self.clock.now(), self.plan.objective)
+        facts: dict[str, Any] = {Attr.RESULT: result}
         failure = ""
         if tail and act.handle is not None:
             failure = log_tail(Path(act.handle.log))
-            trial.set_user_attr(Attr.FAILURE, {"reason": why, "log_tail": failure})
+            facts[Attr.FAILURE] = {"reason": why, "log_tail": failure}
+        self.searcher.set_attrs(act.number, facts)
         crash_point("before_tell")
-        self.study.tell(act.number, value if state == TrialState.COMPLETE else None, state=state)
+        self.searcher.tell(act.number, state, value if state == TrialState.COMPLETE else None)
+        log.debug("t%03d: told %s (%s)", act.number, state.name, value)
         del self.active[act.number]
-        mlflow_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}.get(
-            state, "FAILED"
-        )
-        artifacts = {"config": str(act.work_dir / "trial_config.py")}
-        if act.handle is not None and act.handle.log:
-            artifacts["log"] = act.handle.log
-        # Per-epoch metrics are already in the run's history (its last point is the final
-        # value MLflow shows); only whole-trial figures are logged here.
-        per_epoch = {k for m in act.metrics.epochs.values() for k in m}
-        self.tracker.finish_trial(
-            act.run_id,
-            mlflow_status,
-            {k: v for k, v in result.items() if isinstance(v, float) and k not in per_epoch},
-            {"state": state.name, "reason": why[:500]},
-            artifacts,
-        )
-        kind = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}.get(state, "failed")
+        metrics, artifacts = run_figures(act, result)
+        tags = {"state": state.name, "reason": why[:500]}
+        status = _MLFLOW_STATUS.get(state, "FAILED")
+        self.tracker.finish_trial(act.run_id, status, metrics, tags, artifacts)
+        kind = _EVENT_KIND.get(state, "failed")
         msg = why if value is None else f"{self.plan.objective} {value:.4f}"
         self._emit(kind, act, msg + (f"\n{failure}" if failure else ""))
 
-    def _result(self, act: Active, wall: float) -> dict[str, Any]:
-        m = act.metrics
-        out: dict[str, Any] = {
-            "wall_time_s": wall,
-            "gpu_hours": wall * self.plan.gpus / 3600.0,
-            "epochs": float(m.last_epoch),
-            "attempts": float(act.attempt),
-        }
-        for key in ("NDS", "mAP", self.plan.objective):
-            v = m.latest(key)
-            if v is not None:
-                out[key] = float(v)
-        if m.samples_per_s is not None:
-            out["samples_per_s"] = float(m.samples_per_s)
-        if m.iter_time_s is not None:
-            out["iter_time_s"] = float(m.iter_time_s)
-        return out
-
     # -- views ------------------------------------------------------------------------------
-    def gpu_hours_used(self) -> float:
+    def gpu_hours_used(self, trials: list[TrialView] | None = None) -> float:
+        """GPU-hours billed so far: finished trials' results, plus the running trials'
+        attempts (the current one to now)."""
+        trials = self.searcher.trials() if trials is None else trials
         done = sum(
-            float(t.user_attrs.get(Attr.RESULT, {}).get("gpu_hours", 0.0))
-            for t in self.study.get_trials(deepcopy=False)
-            if t.state.is_finished()
+            float((t.attrs.get(Attr.RESULT) or {}).get("gpu_hours", 0.0))
+            for t in trials
+            if t.state.finished
         )
-        running = sum(
-            (self.clock.now() - a.started) * self.plan.gpus / 3600.0 for a in self.active.values()
-        )
-        return done + running
+        now = self.clock.now()
+        return done + sum(a.gpu_hours(now, self.plan.gpus) for a in self.active.values())
 
     def _emit(self, kind: str, act: Active, message: str) -> None:
         self.on_event(Event(kind, act.number, message))

@@ -119,20 +119,25 @@ class SweepRequest:
 
 @dataclass
 class OpenSweep:
+    """An opened sweep, its lock held. `budget_change` is (stored, new) trial budget when
+    `--trials` changed it on this resume, else None."""
+
     sweep: Sweep
     meta: dict[str, Any]
     plan: Plan
     trainer: Any
-    study: Any
+    searcher: Any  # an OptunaSearcher (its study feeds the leaderboard)
     tracker: Any
     parent_run_id: str
     lock: ControllerLock
     resumed: bool
+    budget_change: tuple[int, int] | None = None
 
 
 def open_sweep(req: SweepRequest) -> OpenSweep:
     """Create or resume the sweep `req` names. Checks everything before writing anything."""
-    from scaleout.sweep.search import create_or_load, open_storage, seed_study
+    from scaleout.sweep.search import OptunaSearcher, TrialState
+    from scaleout.sweep.study import create_or_load, open_storage
     from scaleout.sweep.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
 
     root = workspace_root(req.workspace)
@@ -170,9 +175,8 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
         need_trainer=True,
         space_text=space_text,
     )
-    trials = meta.get("trials") if resumed else req.trials
-    if trials is not None:
-        plan = replace(plan, trials=int(trials))
+    if not resumed and req.trials is not None:
+        plan = replace(plan, trials=req.trials)
 
     if not resumed:
         check_executor(req.executor, req.executor_options, plan.gpus, req.parallel)
@@ -215,8 +219,21 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
             import json
 
             write_atomic(sweep.dir / "plan.json", json.dumps(plan_to_dict(plan), indent=2))
-        study = create_or_load(storage_url, name, plan)
-        seed_study(study, plan)
+        searcher = OptunaSearcher(create_or_load(storage_url, name, plan), plan)
+        study = searcher.study
+        change = None
+        if resumed:
+            stored = int(study.user_attrs.get("trials", meta["trials"]))
+            started = sum(1 for t in searcher.trials() if t.state != TrialState.WAITING)
+            trials = resolve_trials(name, stored, started, req.trials)
+            plan = replace(plan, trials=trials)
+            if trials != stored:
+                change = (stored, trials)
+                _record_budget(sweep, study, meta, stored, trials)
+        else:
+            study.set_user_attr("trials", plan.trials)
+        # Seeds that a smaller budget left out are queued once the budget makes room.
+        searcher.enqueue(plan.seeds[: plan.trials])
         parent = study.user_attrs.get("mlflow_parent_run_id")
         if not parent:
             parent = tracker.start_sweep(
@@ -235,7 +252,31 @@ def open_sweep(req: SweepRequest) -> OpenSweep:
     except BaseException:
         lock.release()
         raise
-    return OpenSweep(sweep, meta, plan, trainer, study, tracker, parent, lock, resumed)
+    return OpenSweep(sweep, meta, plan, trainer, searcher, tracker, parent, lock, resumed, change)
+
+
+def resolve_trials(name: str, stored: int, started: int, asked: int | None) -> int:
+    """The trial budget of a resumed sweep: the stored one, or `--trials` when given. A
+    budget below the trials already started is refused: they cannot be un-run."""
+    if asked is None:
+        return stored
+    if asked < started:
+        raise UsageError(
+            f"--trials {asked}: the sweep {name!r} has already started {started} trials",
+            hint=f"give --trials {started} or more, or leave it out to keep the budget of {stored}",
+        )
+    return asked
+
+
+def _record_budget(sweep: Sweep, study: Any, meta: dict[str, Any], old: int, new: int) -> None:
+    """Store a changed trial budget: the study first (the source of truth), then sweep.json."""
+    change = {"from": old, "to": new, "at": time.time()}
+    changes = [*study.user_attrs.get("budget_changes", []), change]
+    study.set_user_attr("budget_changes", changes)
+    study.set_user_attr("trials", new)
+    meta["trials"] = new
+    meta["budget_changes"] = [*meta.get("budget_changes", []), change]
+    sweep.write_meta(meta)
 
 
 def _sweep_params(meta: dict[str, Any], plan: Plan) -> dict[str, Any]:

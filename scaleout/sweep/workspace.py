@@ -52,6 +52,11 @@ def default_name(space_file: str | Path, gpus: int) -> str:
     return f"{Path(space_file).stem}-{gpus}g"
 
 
+def trial_dir(sweep_dir: Path, number: int) -> Path:
+    """A trial's work dir, kept across its attempts (its checkpoints live there)."""
+    return Path(sweep_dir) / "trials" / f"t{number:03d}"
+
+
 def space_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

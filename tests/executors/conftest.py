@@ -581,8 +581,9 @@ def prune_one_trial(executor, tmp: Path):
 
     from scaleout.core.job import JobHandle
     from scaleout.sweep.controller import Controller
-    from scaleout.sweep.search import create_or_load, seed_study
+    from scaleout.sweep.search import OptunaSearcher
     from scaleout.sweep.session import build_plan
+    from scaleout.sweep.study import create_or_load
     from scaleout.sweep.tracking import NullTracker
 
     plan, trainer, _ = build_plan(
@@ -590,10 +591,11 @@ def prune_one_trial(executor, tmp: Path):
     )
     plan = replace(plan, trials=1)
     st = create_or_load(f"sqlite:///{tmp / 'study.db'}", "prune", plan)
-    seed_study(st, plan)
+    searcher = OptunaSearcher(st, plan)
+    searcher.enqueue(plan.seeds[: plan.trials])
     st.pruner = optuna.pruners.ThresholdPruner(lower=0.5)
     controller = Controller(
-        study=st,
+        searcher=searcher,
         plan=plan,
         trainer=trainer,
         executor=executor,

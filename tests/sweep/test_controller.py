@@ -26,7 +26,8 @@ from scaleout.core.placement import layout_for
 from scaleout.core.plan import make_plan
 from scaleout.core.space import parse_space
 from scaleout.sweep.controller import Controller
-from scaleout.sweep.search import Attr, create_or_load, seed_study
+from scaleout.sweep.search import Attr, OptunaSearcher, same_point
+from scaleout.sweep.study import create_or_load
 from scaleout.sweep.tracking import NullTracker
 
 
@@ -45,12 +46,13 @@ class FakeClock:
 class Job:
     spec: TrialSpec
     name: str
-    start: float
+    start: float  # when it starts running (after its queue time)
     lr: float
     start_epoch: int = 0
     cancelled: bool = False
     fail_at_epoch: int | None = None
     lost: bool = False
+    ended: float | None = None
 
 
 @dataclass
@@ -64,6 +66,8 @@ class World:
     checkpoints: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # job name -> epoch it dies at
+    queue_s: float = 0.0  # each job waits this long in the queue before it runs
+    own_times: bool = False  # the executor reports each job's own start and end
 
     def nds(self, lr: float, epoch: int) -> float:
         # Best near lr = 1e-3, improving with epochs: a smooth, deterministic landscape.
@@ -73,6 +77,8 @@ class World:
         wd = job.spec.work_dir
         if job.cancelled:
             return JobState.CANCELLED
+        if self.clock.t < job.start:
+            return JobState.PENDING
         done = min(self.epochs, job.start_epoch + int((self.clock.t - job.start) // self.epoch_s))
         stop = self.failures.get(job.name)
         if stop is not None and done >= stop:
@@ -81,8 +87,12 @@ class World:
             self.metrics.setdefault(wd, {})[e] = {"NDS": self.nds(job.lr, e), "mAP": 0.1}
             self.checkpoints[wd] = e
         if stop is not None and done >= stop:
+            job.ended = job.start + (stop - job.start_epoch) * self.epoch_s
             return JobState.FAILED
-        return JobState.SUCCEEDED if done >= self.epochs else JobState.RUNNING
+        if done >= self.epochs:
+            job.ended = job.start + (self.epochs - job.start_epoch) * self.epoch_s
+            return JobState.SUCCEEDED
+        return JobState.RUNNING
 
 
 class FakeExecutor:
@@ -99,7 +109,8 @@ class FakeExecutor:
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         lr = float(spec.argv[1])
         start_epoch = self.world.checkpoints.get(spec.work_dir, 0) if spec.resume else 0
-        self.world.jobs[job_name] = Job(spec, job_name, self.world.clock.t, lr, start_epoch)
+        start = self.world.clock.t + self.world.queue_s
+        self.world.jobs[job_name] = Job(spec, job_name, start, lr, start_epoch)
         return JobHandle("fake", job_name, job_name)
 
     def poll(self, handles):
@@ -110,10 +121,13 @@ class FakeExecutor:
                 out[h.name] = JobStatus(JobState.NOT_FOUND, reason="lost")
             else:
                 state = self.world.advance(job)
+                ran = self.world.own_times and state != JobState.PENDING
                 out[h.name] = JobStatus(
                     state,
                     1 if state == JobState.FAILED else 0,
                     "crashed" if state == JobState.FAILED else "",
+                    started_at=job.start if ran else None,
+                    ended_at=job.ended if self.world.own_times else None,
                 )
         return out
 
@@ -150,12 +164,23 @@ class FakeTrainer:
         return self.world.checkpoints.get(str(work_dir), 0) > 0
 
 
+def open_searcher(tmp_path, name, plan):
+    """The session's way in: the study, its searcher, the seeds queued."""
+    searcher = OptunaSearcher(
+        create_or_load(f"sqlite:///{tmp_path / 'study.db'}", name, plan), plan
+    )
+    searcher.enqueue(plan.seeds[: plan.trials])
+    return searcher
+
+
 @pytest.fixture
 def world():
     return World(FakeClock())
 
 
-def make(tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_name="s"):
+def make(
+    tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_name="s", poll_s=5.0
+):
     from scaleout.core.rules import Reference
 
     ref = Reference(
@@ -177,12 +202,11 @@ def make(tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_n
         }
     )
     plan = make_plan(space, ref, 160)
-    study = create_or_load(f"sqlite:///{tmp_path / 'study.db'}", study_name, plan)
-    seed_study(study, plan)
+    searcher = open_searcher(tmp_path, study_name, plan)
     executor = FakeExecutor(world, slots)
     events = []
     c = Controller(
-        study=study,
+        searcher=searcher,
         plan=plan,
         trainer=FakeTrainer(world),
         executor=executor,
@@ -192,7 +216,7 @@ def make(tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_n
         parent_run_id="p",
         parallel=slots,
         clock=world.clock,
-        poll_interval_s=5.0,
+        poll_interval_s=poll_s,
         on_event=events.append,
     )
     c.tracker.start_sweep("s", "u", {}, {})
@@ -202,7 +226,7 @@ def make(tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_n
 def test_runs_seeds_first_then_samples_until_the_budget(tmp_path, world):
     c, ex, events = make(tmp_path, world, trials=5)
     assert c.run() == "budget spent"
-    trials = c.study.get_trials()
+    trials = c.searcher.study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     assert [t.user_attrs[Attr.ORIGIN] for t in trials] == [
         "reference",
@@ -232,7 +256,7 @@ def test_never_more_jobs_than_slots(tmp_path, world):
 def test_sampled_min_lr_is_capped_at_the_reference_floor(tmp_path, world):
     c, _, _ = make(tmp_path, world, trials=8)
     c.run()
-    for t in c.study.get_trials():
+    for t in c.searcher.study.get_trials():
         p = t.user_attrs[Attr.PARAMS]
         if t.user_attrs[Attr.ORIGIN] == "sampled":
             assert p["lr"] * p["min_lr_ratio"] <= 2e-7 * (1 + 1e-9)
@@ -243,7 +267,7 @@ def test_crash_is_retried_from_checkpoint_with_lineage(tmp_path, world):
     c, ex, events = make(tmp_path, world, trials=1)
     world.failures["s-t000-a1"] = 2  # the first attempt dies after epoch 2
     assert c.run() == "budget spent"
-    t = c.study.get_trials()[0]
+    t = c.searcher.study.get_trials()[0]
     assert t.state == TrialState.COMPLETE
     lineage = t.user_attrs[Attr.ATTEMPTS]
     assert [a["attempt"] for a in lineage] == [1, 2]
@@ -256,14 +280,34 @@ def test_crash_is_retried_from_checkpoint_with_lineage(tmp_path, world):
     )
 
 
+def test_a_controller_killed_while_retrying_still_runs_the_retry(tmp_path, world):
+    c, ex, _ = make(tmp_path, world, trials=1, attempts=2)
+    world.failures["s-t000-a1"] = 1
+
+    def killed_at_the_retry(spec, name):
+        if name.endswith("-a2"):
+            raise KeyboardInterrupt  # the controller dies after storing attempt 2, before its job
+        return FakeExecutor.submit(ex, spec, name)
+
+    ex.submit = killed_at_the_retry
+    with pytest.raises(KeyboardInterrupt):
+        c.run()
+    c2, _, _ = make(tmp_path, world, trials=1, attempts=2)
+    assert c2.run() == "budget spent"
+    t = c2.searcher.study.get_trials()[0]
+    # Not failed by re-attaching to attempt 1's dead job as if it were attempt 2's.
+    assert t.state == TrialState.COMPLETE
+    assert [a["attempt"] for a in t.user_attrs[Attr.ATTEMPTS]] == [1, 2]
+
+
 def test_fails_after_max_attempts_and_keeps_going(tmp_path, world):
     c, ex, events = make(tmp_path, world, trials=2, attempts=2)
     world.failures["s-t000-a1"] = 1
     world.failures["s-t000-a2"] = 1
     c.run()
-    states = [t.state for t in c.study.get_trials()]
+    states = [t.state for t in c.searcher.study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
-    failure = c.study.get_trials()[0].user_attrs[Attr.FAILURE]
+    failure = c.searcher.study.get_trials()[0].user_attrs[Attr.FAILURE]
     assert "attempt 2 of 2 failed" in failure["reason"]
     assert c.tracker.runs["trial-0"]["status"] == "FAILED"
 
@@ -278,7 +322,7 @@ def test_pruning_cancels_the_job(tmp_path, world):
         pruner={"type": "median", "options": {"n_startup_trials": 3, "n_warmup_steps": 0}},
     )
     c.run()
-    pruned = [t for t in c.study.get_trials() if t.state == TrialState.PRUNED]
+    pruned = [t for t in c.searcher.study.get_trials() if t.state == TrialState.PRUNED]
     assert pruned, "a trial below the median should have been pruned"
     for t in pruned:
         name = f"s-t{t.number:03d}-a1"
@@ -297,7 +341,7 @@ def test_resume_reattaches_running_jobs_and_does_not_rerun_finished(tmp_path, wo
     # The controller dies here; a new one opens the same study.
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
     c2 = Controller(
-        study=study,
+        searcher=OptunaSearcher(study, c.plan),
         plan=c.plan,
         trainer=c.trainer,
         executor=FakeExecutor(world),
@@ -319,12 +363,12 @@ def test_resume_reattaches_running_jobs_and_does_not_rerun_finished(tmp_path, wo
 
 def test_resume_launches_a_trial_whose_controller_died_before_submitting(tmp_path, world):
     c, ex, _ = make(tmp_path, world, trials=1)
-    trial = c.study.ask(c.dists)  # asked, nothing stored: the controller died right here
-    assert trial.number == 0
+    asked = c.searcher.ask()  # asked, nothing stored: the controller died right here
+    assert asked.number == 0
     c2, _, _ = make(tmp_path, world, trials=1)
     assert c2.run() == "budget spent"
     assert list(world.jobs) == ["s-t000-a1"]
-    assert c2.study.get_trials()[0].state == TrialState.COMPLETE
+    assert c2.searcher.study.get_trials()[0].state == TrialState.COMPLETE
 
 
 def test_lost_job_on_resume_resumes_from_checkpoint(tmp_path, world):
@@ -336,7 +380,7 @@ def test_lost_job_on_resume_resumes_from_checkpoint(tmp_path, world):
     world.jobs["s-t000-a1"].lost = True  # the machine rebooted: the process is gone
     c2, _, _ = make(tmp_path, world, trials=1)
     c2.run()
-    t = c2.study.get_trials()[0]
+    t = c2.searcher.study.get_trials()[0]
     assert t.state == TrialState.COMPLETE
     assert world.jobs["s-t000-a2"].start_epoch == 2
 
@@ -408,10 +452,8 @@ def make_with(tmp_path, world, space_extra: dict, trials: int = 6, wall_time_h: 
         wall_time_h=wall_time_h,
     )
     plan = make_plan(parse_space({"budget": {"trials": trials}, **space_extra}), ref, 160)
-    study = create_or_load(f"sqlite:///{tmp_path / 'study.db'}", "s", plan)
-    seed_study(study, plan)
     return Controller(
-        study=study,
+        searcher=open_searcher(tmp_path, "s", plan),
         plan=plan,
         trainer=FakeTrainer(world),
         executor=FakeExecutor(world, 2),
@@ -439,7 +481,7 @@ def make_with(tmp_path, world, space_extra: dict, trials: int = 6, wall_time_h: 
 def test_every_sampler_drives_a_sweep(tmp_path, world, sampler):
     c = make_with(tmp_path, world, {"sampler": sampler})
     assert c.run() == "budget spent"
-    trials = c.study.get_trials()
+    trials = c.searcher.study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     sampled = [t.params["lr"] for t in trials if t.user_attrs[Attr.ORIGIN] == "sampled"]
     lr_range = c.plan.ranges["lr"]
@@ -461,7 +503,7 @@ def test_every_pruner_prunes_poor_trials(tmp_path, world, pruner):
         trials=12,
     )
     c.run()
-    states = [t.state for t in c.study.get_trials()]
+    states = [t.state for t in c.searcher.study.get_trials()]
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states
     assert len(states) == 12
 
@@ -475,7 +517,7 @@ def test_gpu_hour_budget_stops_launching(tmp_path, world):
     )
     assert c.plan.trials == 5
     c.run()
-    done = [t for t in c.study.get_trials() if t.state.is_finished()]
+    done = [t for t in c.searcher.study.get_trials() if t.state.is_finished()]
     assert 2 <= len(done) <= 4
     assert c.gpu_hours_used() >= 4.0
     for t in done:
@@ -500,3 +542,126 @@ def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
     c.run()
     (p,) = rendered
     assert (p["seed"], p["epochs"], p["warmup_ratio"], p["wd"]) == (3, 4, 0.5, 0.05)
+
+
+# -- GPU time is priced from each job's own run time (docs/sweep.md, "The budget") ---------
+def _half_hour_jobs(world):
+    world.epoch_s = 450.0  # 4 epochs: each job runs 0.5 h
+
+
+def test_queue_time_is_not_billed(tmp_path, world):
+    # Queued 1 h, ran 0.5 h on 160 GPUs: 80 GPU-hours, not the 240 of pricing from submission.
+    _half_hour_jobs(world)
+    world.queue_s, world.own_times = 3600.0, True
+    c, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    assert c.run() == "budget spent"
+    t = c.searcher.study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(80.0)
+    (attempt,) = t.user_attrs[Attr.ATTEMPTS]
+    assert attempt["gpu_hours"] == pytest.approx(80.0)
+    assert attempt["start_clock"] == "job"
+    assert attempt["started_at"] == pytest.approx(attempt["submitted"] + 3600.0)
+    assert c.gpu_hours_used() == pytest.approx(80.0)
+
+
+def test_without_the_jobs_own_times_billing_starts_when_seen_running(tmp_path, world):
+    _half_hour_jobs(world)
+    world.queue_s = 3600.0  # the executor says nothing of start and end
+    c, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    c.run()
+    t = c.searcher.study.get_trials()[0]
+    (attempt,) = t.user_attrs[Attr.ATTEMPTS]
+    assert attempt["start_clock"] == "controller"
+    # Within one poll (60 s x 160 GPUs = 2.7 GPU-hours) of the true 80.
+    assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(80.0, abs=160 * 60 / 3600)
+
+
+def test_controller_downtime_is_not_billed(tmp_path, world):
+    # The job runs 0.5 h; the controller dies after 10 min and is back an hour later.
+    _half_hour_jobs(world)
+    world.own_times = True
+    c, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    c.reconcile()
+    for _ in range(10):
+        c.step()
+        world.clock.sleep(60)
+    world.clock.sleep(3600)
+    c2, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    assert c2.run() == "budget spent"
+    t = c2.searcher.study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(80.0)
+
+
+def test_downtime_without_the_jobs_own_times_bills_to_the_last_sighting(tmp_path, world):
+    _half_hour_jobs(world)
+    c, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    c.reconcile()
+    for _ in range(17):  # to 960 s: epoch 2 (at 900 s) reported
+        c.step()
+        world.clock.sleep(60)
+    seen = c.searcher.study.get_trials()[0].user_attrs[Attr.SEEN_RUNNING]
+    assert seen["attempt"] == 1
+    world.clock.sleep(3600)  # the job ends 20 minutes into this hour, unwatched
+    c2, _, _ = make(tmp_path, world, trials=1, poll_s=60.0)
+    c2.run()
+    hours = c2.searcher.study.get_trials()[0].user_attrs[Attr.RESULT]["gpu_hours"]
+    # First seen running at the poll after submission (60 s), last at the epoch-2 report
+    # (900 s): billed that stretch, a little short of the 0.5 h it ran, never the hour down.
+    assert hours == pytest.approx(160 * (900 - 60) / 3600)
+
+
+def test_a_retried_trial_bills_each_attempt(tmp_path, world):
+    world.own_times = True
+    world.failures["s-t000-a1"] = 2  # attempt 1 runs 2 epochs, attempt 2 the other 2
+    c, _, _ = make(tmp_path, world, trials=1)
+    c.run()
+    t = c.searcher.study.get_trials()[0]
+    a1, a2 = t.user_attrs[Attr.ATTEMPTS]
+    assert a1["gpu_hours"] == pytest.approx(20 * 160 / 3600)
+    assert a2["gpu_hours"] == pytest.approx(20 * 160 / 3600)
+    assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(40 * 160 / 3600)
+
+
+# -- a resumed sweep never re-runs a configuration (docs/sweep.md, "Resume") --------------
+def _run_until_two_sampled_are_asked(tmp_path, world):
+    """t000-t001 finished, t002-t003 running (t003 the first sampled), the sampler still in
+    its random start-up phase: where a reseeded-alike sampler drew t003's point again."""
+    c, _, _ = make(tmp_path, world, trials=8)
+    c.reconcile()
+    for _ in range(3):
+        c.step()
+        world.clock.sleep(20)
+    assert [t.state for t in c.searcher.study.get_trials()].count(TrialState.RUNNING) == 2
+    return c
+
+
+def test_resumed_sampler_proposes_no_configuration_the_study_has(tmp_path, world):
+    c = _run_until_two_sampled_are_asked(tmp_path, world)
+    taken = [dict(t.params) for t in c.searcher.study.get_trials()]
+    again = open_searcher(tmp_path, "s", c.plan)  # the controller died; a resume opens this
+    asked = again.ask()
+    assert asked.number == 4 and asked.origin == "sampled"
+    assert not any(same_point(asked.params, p, again.dists) for p in taken), asked.params
+
+
+def test_resumed_seeded_sweep_continues_deterministically(tmp_path):
+    proposals = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        world = World(FakeClock())
+        c = _run_until_two_sampled_are_asked(tmp_path / run, world)
+        proposals.append(dict(open_searcher(tmp_path / run, "s", c.plan).ask().params))
+    assert proposals[0] == proposals[1]
+
+
+def test_resumed_sweep_finishes_with_distinct_configurations(tmp_path, world):
+    _run_until_two_sampled_are_asked(tmp_path, world)
+    c2, _, _ = make(tmp_path, world, trials=8)
+    assert c2.run() == "budget spent"
+    trials = c2.searcher.study.get_trials()
+    assert len(trials) == 8
+    for i, a in enumerate(trials):
+        for b in trials[i + 1 :]:
+            assert not same_point(a.params, b.params, c2.searcher.dists), (a.number, b.number)

@@ -255,3 +255,26 @@ def test_unreachable_stores_fail_before_any_trial(tmp_path):
     assert r.returncode == 3
     assert "cannot open the study database postgresql://nobody@127.0.0.1:9/none" in r.stderr
     assert not (tmp_path / NAME).exists()
+
+
+def test_trials_on_resume_extends_the_budget_and_is_shown(tmp_path):
+    r = run(tmp_path, 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(tmp_path, 2, "--resume")  # the budget was spent; --trials 2 asks for one more
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "budget extended from 1 to 2 trials" in r.stderr
+    check_complete(tmp_path, 2)
+    assert json.loads((tmp_path / NAME / "sweep.json").read_text())["trials"] == 2
+    assert study(tmp_path).user_attrs["trials"] == 2
+    r = run(tmp_path, 1, "--resume")  # fewer than started: refused before anything runs
+    assert r.returncode == 2
+    assert "--trials 1: the sweep 'e2e' has already started 2 trials" in r.stderr
+    r = subprocess.run(  # no --trials: the stored budget, nothing more to run
+        [*sweep_cmd(tmp_path, 2)[:4], "--name", NAME, "--resume", "--workspace", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 trials of" in r.stderr
+    assert len(study(tmp_path).get_trials()) == 2

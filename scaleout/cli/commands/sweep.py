@@ -25,6 +25,7 @@ examples:
   scaleout sweep --gpus 160 --space search_spaces/lr_scaling.yaml
   scaleout sweep --gpus 32 --space search_spaces/lr_scaling.yaml --preset tiny --trials 6
   scaleout sweep --name lr_scaling-160g --resume
+  scaleout sweep --name lr_scaling-160g --resume --trials 20     # extend the budget
 """
 
 
@@ -42,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trials",
         type=positive_int("--trials"),
-        help="trial budget (default: the space file's budget)",
+        help="trial budget (default: the space file's budget; on resume, the stored one: "
+        "a larger N extends it, fewer than the trials already started is refused)",
     )
     p.add_argument(
         "--parallel",
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             opened.meta["executor"], opened.meta.get("executor_options", {}), args.parallel
         )
         controller = Controller(
-            study=opened.study,
+            searcher=opened.searcher,
             plan=opened.plan,
             trainer=opened.trainer,
             executor=executor,
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         if reason == "stopped" and args.cancel_on_exit:
             controller.cancel_all()
             console.print("cancelled the running trials (--cancel-on-exit)")
-        summary = sweep_summary(opened.study, opened.plan, opened.sweep.name, reason)
+        summary = sweep_summary(opened.searcher.study, opened.plan, opened.sweep.name, reason)
         if reason != "stopped":
             from scaleout.results.publish import publish_after_sweep  # plots, leaderboard
 
@@ -253,6 +255,10 @@ def _announce(console: Any, opened: Any, controller: Any) -> None:
         f"{plan.scale.target_global_batch}), {controller.parallel} at once, "
         f"{opened.meta['trainer']['name']} trainer, {opened.meta['executor']} executor"
     )
+    if opened.budget_change:
+        old, new = opened.budget_change
+        how = "extended" if new > old else "lowered"
+        console.print(f"budget {how} from {old} to {new} trials (--trials)")
     if lay.virtual_gpus > lay.world_size:
         kind = "GPU" if lay.use_gpu else "CPU"
         procs = f"{lay.nnodes} node(s) x {lay.procs_per_node} {kind} process(es)"

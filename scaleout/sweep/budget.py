@@ -1,0 +1,122 @@
+"""The stop criterion of a sweep, and the price of a trial's GPU time.
+
+A sweep may start another trial while fewer than `Budget.trials` have started and, where the
+space sets `budget.gpu_hours`, while the GPU-hours used stay below it (docs/sweep.md).
+
+GPU-hours are priced from each job's own run time, times the trial's GPU count. A `Meter`
+takes the run time from the job's own start and end (`JobStatus.started_at`/`ended_at`, as
+the executor measured them); where the executor does not say, from the controller's clock
+between the first poll that saw the job RUNNING and the poll that saw it end. Two things are
+never billed:
+
+- queue time: a job is billed from its own start, never from its submission;
+- time the controller was down: a job whose end the executor does not give, and that ended
+  while no controller watched it, is billed up to the last time a controller saw it running.
+
+Pure: no I/O, no clock of its own; the controller passes `now`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scaleout.core.job import JobState, JobStatus
+from scaleout.core.plan import Plan
+
+# The lineage keys a Meter reads and writes on an attempt's entry (docs/sweep.md).
+STARTED_AT = "started_at"  # the job's own start (Unix s), or when a controller first saw it run
+START_CLOCK = "start_clock"  # "job" (the executor said) or "controller" (first seen RUNNING)
+ENDED_AT = "ended_at"  # the end billed to (the job's own, or the controller's estimate)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a sweep may spend: `trials` started trials and, if set, `gpu_hours`."""
+
+    trials: int
+    gpu_hours: float | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Budget:
+        # plan.trials already holds the trials a GPU-hour budget buys at the plan's estimate.
+        return cls(trials=plan.trials, gpu_hours=plan.space.budget.gpu_hours)
+
+    def allows(self, *, started: int, gpu_hours: float) -> bool:
+        """Whether one more trial may start, with `started` trials started (seeds that are
+        only queued do not count) and `gpu_hours` used so far (finished and running)."""
+        if started >= self.trials:
+            return False
+        return self.gpu_hours is None or gpu_hours < self.gpu_hours
+
+
+def gpu_hours(seconds: float, gpus: int) -> float:
+    return max(0.0, seconds) * gpus / 3600.0
+
+
+@dataclass
+class Meter:
+    """How long one attempt's job has run, for billing. One per attempt; rebuilt on resume
+    from what the lineage and the trial recorded (`from_record`).
+
+    `started` is the job's own start when the executor gave it (`own_start`), else the
+    controller's clock at the first poll that saw the job RUNNING; None while it queues.
+    `ended` is set once, when a poll first sees the job finished. `seen` is the last time a
+    controller saw the job running; `watching` says this controller saw it running, so a job
+    it sees ended ended under its eyes (and not while it was down).
+    """
+
+    started: float | None = None
+    own_start: bool = False
+    ended: float | None = None
+    seen: float | None = None
+    watching: bool = False
+
+    @classmethod
+    def from_record(cls, entry: dict[str, Any], seen: float | None = None) -> Meter:
+        started, ended = entry.get(STARTED_AT), entry.get(ENDED_AT)
+        return cls(
+            started=None if started is None else float(started),
+            own_start=entry.get(START_CLOCK) == "job",
+            ended=None if ended is None else float(ended),
+            seen=seen,
+        )
+
+    def observe(self, status: JobStatus, now: float) -> None:
+        """Take in one poll's word on the job. UNKNOWN (the executor could not be asked)
+        changes nothing; once ended, nothing changes."""
+        if self.ended is not None or status.state == JobState.UNKNOWN:
+            return
+        if status.started_at is not None:
+            self.started, self.own_start = float(status.started_at), True
+        running = status.state == JobState.RUNNING
+        if running and self.started is None:
+            self.started = now
+        if running:
+            self.seen, self.watching = now, True
+        if status.state.finished or status.state == JobState.NOT_FOUND:
+            self.ended = self._end(status, now)
+
+    def _end(self, status: JobStatus, now: float) -> float | None:
+        if self.started is None:
+            return None  # never ran: nothing to bill
+        if status.ended_at is not None:
+            return max(self.started, float(status.ended_at))
+        if self.watching:
+            return now  # it ended since the last poll, which saw it running
+        return self.seen if self.seen is not None else self.started
+
+    def seconds(self, now: float) -> float:
+        """Billed run time so far: to the end once ended, else to `now` while it runs."""
+        if self.started is None:
+            return 0.0
+        end = self.ended
+        if end is None:
+            end = now if self.watching or self.own_start else (self.seen or self.started)
+        return max(0.0, end - self.started)
+
+    def start_record(self) -> dict[str, Any]:
+        """The lineage facts of the start, once known ({} while the job queues)."""
+        if self.started is None:
+            return {}
+        return {STARTED_AT: self.started, START_CLOCK: "job" if self.own_start else "controller"}
