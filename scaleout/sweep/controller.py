@@ -279,9 +279,17 @@ class Controller:
 
     def _retry_or_fail(self, act: Active, status: JobStatus) -> None:
         why = status.reason or status.state.value
-        if act.attempt >= self.max_attempts:
-            last = f"attempt {act.attempt} of {self.max_attempts} failed: {why}"
-            self._finish(act, TrialState.FAIL, None, last, tail=True)
+        # The cause from the job's own output (the first traceback of the failing rank), not
+        # the launcher's summary at the log's end (docs/trainers.md, "Failed trials").
+        explain = getattr(self.trainer, "failure", None)
+        cause = explain(act.work_dir, act.handle.log if act.handle else "") if explain else None
+        if cause is not None:
+            why = f"{why}: {cause.summary}"
+        permanent = cause is not None and cause.permanent
+        if act.attempt >= self.max_attempts or permanent:
+            again = " (not retried: a retry would fail the same way)" if permanent else ""
+            last = f"attempt {act.attempt} of {self.max_attempts} failed: {why}{again}"
+            self._finish(act, TrialState.FAIL, None, last, tail=True, cause=cause)
             return
         self._end_attempt(act, status.state.value, why)
         act.attempt += 1
@@ -302,7 +310,14 @@ class Controller:
         log.debug("t%03d: attempt %d billed %s", act.number, act.attempt, facts)
 
     def _finish(
-        self, act: Active, state: TrialState, value: float | None, why: str, *, tail: bool = False
+        self,
+        act: Active,
+        state: TrialState,
+        value: float | None,
+        why: str,
+        *,
+        tail: bool = False,
+        cause: Any = None,
     ) -> None:
         self._end_attempt(act, _ATTEMPT_END.get(state, act.status.state.value), why)
         result = act.result(self.clock.now(), self.plan.objective)
@@ -310,7 +325,18 @@ class Controller:
         failure = ""
         if tail and act.handle is not None:
             failure = log_tail(Path(act.handle.log))
-            facts[Attr.FAILURE] = {"reason": why, "log_tail": failure}
+            record: dict[str, Any] = {"reason": why, "log_tail": failure}
+            if cause is not None:
+                record.update(
+                    cause=cause.line,
+                    traceback=cause.traceback,
+                    rank=cause.rank,
+                    kind=cause.kind,
+                    permanent=cause.permanent,
+                )
+                # The cause first: the tail is the launcher's summary.
+                failure = f"{cause.traceback or cause.line}\n...\n{failure}"
+            facts[Attr.FAILURE] = record
         self.searcher.set_attrs(act.number, facts)
         crash_point("before_tell")
         self.searcher.tell(act.number, state, value if state == TrialState.COMPLETE else None)

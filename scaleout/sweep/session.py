@@ -83,9 +83,19 @@ def build_plan(
     given = space.reference.model_dump(exclude_none=True)
     trainer = None
     values: dict[str, Any] = {}
-    if need_trainer or any(n not in given for n in Reference.required_names()):
-        trainer = trainer_from_choice(choice)
-        values = trainer.reference()
+    required = need_trainer or any(n not in given for n in Reference.required_names())
+    # A trainer named on the command line is read even when the space file gives every
+    # reference value: the plan lists where the two disagree, and when trials evaluate.
+    # Unreadable there (no --repo on a laptop), the plan goes on from the space file alone.
+    named = any((trainer_flags or {}).get(k) for k in ("name", "config", "repo", "profile"))
+    if required or named:
+        try:
+            trainer = trainer_from_choice(choice)
+            values = trainer.reference()
+        except UsageError:
+            if required:
+                raise
+            trainer, values = None, {}
     reference, sources = resolve_reference(space, values, space_file)
     plan = make_plan(
         space,
@@ -94,6 +104,8 @@ def build_plan(
         samples_per_gpu=samples_per_gpu,
         reference_sources=sources,
         space_path=space_file,
+        trainer_values=values if trainer is not None else None,
+        trainer=choice if trainer is not None or named else None,
     )
     return plan, trainer, choice
 

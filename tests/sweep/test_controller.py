@@ -665,3 +665,24 @@ def test_resumed_sweep_finishes_with_distinct_configurations(tmp_path, world):
     for i, a in enumerate(trials):
         for b in trials[i + 1 :]:
             assert not same_point(a.params, b.params, c2.searcher.dists), (a.number, b.number)
+
+
+def test_a_permanent_failure_is_not_retried_and_its_cause_is_said(tmp_path, world):
+    from scaleout.trainers.base import Failure
+
+    c, ex, events = make(tmp_path, world, trials=1, attempts=3)
+    world.failures["s-t000-a1"] = 0
+    cause = Failure(
+        "ModuleNotFoundError: No module named 'mmcv'", "Traceback ...", 3, True, "import"
+    )
+    c.trainer.failure = lambda work_dir, log: cause
+    c.run()
+    (t,) = c.searcher.study.get_trials()
+    assert t.state == TrialState.FAIL
+    assert [a["attempt"] for a in t.user_attrs[Attr.ATTEMPTS]] == [1]  # not retried
+    failure = t.user_attrs[Attr.FAILURE]
+    assert failure["cause"] == cause.line and failure["permanent"] is True
+    assert "rank 3: ModuleNotFoundError: No module named 'mmcv'" in failure["reason"]
+    assert "not retried" in failure["reason"]
+    assert "No module named 'mmcv'" in c.tracker.runs["trial-0"]["tags"]["reason"]
+    assert any(e.kind == "failed" and "No module named 'mmcv'" in e.message for e in events)
