@@ -221,6 +221,9 @@ def tabulate(points: list[Point], out: Path, jobs: int, retry_failed: bool) -> N
         f"{len(points) - len(todo)}/{len(points)} recorded, {len(todo)} to run, {jobs} at a time",
         flush=True,
     )
+    if results.exists() and not results.read_bytes().endswith(b"\n"):
+        with results.open("ab") as f:  # a line cut short by a kill must not swallow the next
+            f.write(b"\n")
     config, start = config_path(PRESET), time.monotonic()
     with ThreadPoolExecutor(jobs) as pool, results.open("a") as log:
         futures: dict[Future, Point] = {
@@ -307,7 +310,8 @@ def export(points: list[Point], out: Path, stem: str, kind: str, grid: dict) -> 
             "wall_s": "the whole run's wall-clock seconds (train + 24 validations + startup)",
         },
         "wall_s": {
-            "note": "wall clock on a shared 2-core machine, 1 thread a run; noisy",
+            "note": "wall clock on a shared 2-core machine, 1 thread a run, other jobs beside "
+            "(noisy); load_avg_mean: the 1-min load average at runs' starts and ends",
             "jobs": sorted({r["jobs"] for r in rows}),
             "nice": sorted({r["nice"] for r in rows}),
             "mean": round(statistics.mean(walls), 1),
@@ -315,6 +319,7 @@ def export(points: list[Point], out: Path, stem: str, kind: str, grid: dict) -> 
             "min": round(min(walls), 1),
             "max": round(max(walls), 1),
             "total": round(sum(walls), 1),
+            "load_avg_mean": round(statistics.mean(sum(r["load_avg"]) / 2 for r in rows), 2),
             "per_epoch_mean": round(
                 statistics.mean(r["wall_s"] / len(r["epochs"]) for r in rows), 2
             ),
@@ -327,7 +332,7 @@ def export(points: list[Point], out: Path, stem: str, kind: str, grid: dict) -> 
 def _command() -> str:
     path = os.environ.get("PYTHONPATH")
     env = f"PYTHONPATH={shlex.quote(path)} " if path else ""
-    return env + shlex.join(["python", *sys.argv])
+    return f"cd {shlex.quote(os.getcwd())} && " + env + shlex.join(["python", *sys.argv])
 
 
 def _commands(out: Path) -> list[str]:
