@@ -22,7 +22,7 @@ from scaleout.core.errors import UsageError
 from scaleout.core.job import NODE_PLACEHOLDERS, Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import failures, logs
 from scaleout.trainers.base import Failure
-from scaleout.trainers.options import arg_list
+from scaleout.trainers.options import arg_list, clean_float
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 PLACEHOLDERS = {
@@ -291,7 +291,7 @@ class CommandTrainer:
                 if key in DERIVED_KEYS:
                     if "lr" in raw and raw["lr"][0]:
                         field_name = DERIVED_KEYS[key]
-                        values.setdefault(field_name, _clean(value / raw["lr"][0]))
+                        values.setdefault(field_name, clean_float(value / raw["lr"][0]))
                         sources.setdefault(field_name, f"{source} / lr")
                 elif key not in values:
                     is_int = key in ("gpus", "samples_per_gpu", "warmup_iters", "epochs",
@@ -319,8 +319,8 @@ class CommandTrainer:
             # ones below spell them the way trainers often take them.
             **params.values,
             "warmup_ratio": warmup_ratio,
-            "warmup_start_lr": _clean(lr * warmup_ratio) if warmup_ratio is not None else None,
-            "min_lr": _clean(lr * params["min_lr_ratio"]),
+            "warmup_start_lr": clean_float(lr * warmup_ratio) if warmup_ratio is not None else None,
+            "min_lr": clean_float(lr * params["min_lr_ratio"]),
             "samples_per_gpu": params.samples_per_gpu,
             "global_batch": params.global_batch,
             "gpus": params.gpus,
@@ -467,11 +467,6 @@ def parse_with_rules(text: str, rules: MetricRules, source: str = "") -> logs.Ru
                 at = int(values.pop("epoch", epoch or 1))
                 run.val.setdefault(at, {}).update(logs.canonical(values))
     return run
-
-
-def _clean(x: float) -> float:
-    """A product or quotient without float noise (2e-7 / 2e-4 is 0.001, not 0.000999...)."""
-    return float(f"{x:.12g}")
 
 
 def _groups(m: re.Match[str]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from scaleout.core.errors import StateError, UsageError
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import configread, datasets, failures, logs
 from scaleout.trainers.base import Failure
-from scaleout.trainers.options import arg_list
+from scaleout.trainers.options import arg_list, clean_float
 
 SUPPORTED_POLICIES = ("CosineAnnealing",)
 SUPPORTED_WARMUPS = ("linear", None)
@@ -274,7 +274,7 @@ class MMCVTrainer:
         elif s.warmup is not None:
             items.append(("lr_config.warmup", None))
         if s.min_lr_key == "min_lr":
-            items.append(("lr_config.min_lr", _clean(lr * params["min_lr_ratio"])))
+            items.append(("lr_config.min_lr", clean_float(lr * params["min_lr_ratio"])))
         else:
             items.append(("lr_config.min_lr_ratio", params["min_lr_ratio"]))
         items.append((f"data.{s.batch_key or 'samples_per_gpu'}", params.samples_per_gpu))
@@ -436,7 +436,7 @@ def read_schedule(cfg: Any, where: str) -> Schedule:
     if lr_config.get("min_lr_ratio") is not None:
         min_lr_key, min_lr_ratio = "min_lr_ratio", float(lr_config["min_lr_ratio"])
     elif lr_config.get("min_lr") is not None:
-        min_lr_key, min_lr_ratio = "min_lr", _clean(float(lr_config["min_lr"]) / float(lr))
+        min_lr_key, min_lr_ratio = "min_lr", clean_float(float(lr_config["min_lr"]) / float(lr))
     else:
         raise UsageError(f"{where}: lr_config.min_lr_ratio: missing (nor lr_config.min_lr)")
     batch = configread.first_of(cfg, "data.samples_per_gpu", "data.imgs_per_gpu")
@@ -550,11 +550,6 @@ def _py(value: Any) -> str:
     if isinstance(value, dict):
         return "dict(" + ", ".join(f"{k}={_py(v)}" for k, v in value.items()) + ")"
     return repr(value)
-
-
-def _clean(x: float) -> float:
-    """A product or quotient without float noise (2e-7 / 2e-4 is 0.001, not 0.000999...)."""
-    return float(f"{x:.12g}")
 
 
 def _find_repo(config: Path) -> Path | None:

@@ -19,3 +19,8 @@ def arg_list(value: Sequence[str] | str | None, key: str = "extra_args") -> list
     ):
         raise UsageError(f"trainer.options.{key}: {value!r}: give a list of strings (or one)")
     return [str(a) for a in value]
+
+
+def clean_float(x: float) -> float:
+    """A product or quotient without float noise (2e-7 / 2e-4 is 0.001, not 0.000999...)."""
+    return float(f"{x:.12g}")
