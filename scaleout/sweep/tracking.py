@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleout.core.errors import StateError
+from scaleout.sweep.budget import mlflow_cost_names
 
 SWEEP_TAG = "scaleout.sweep"
 UID_TAG = "scaleout.sweep_uid"
@@ -24,8 +25,13 @@ KIND_TAG = "scaleout.kind"  # "sweep" on the parent run, "trial" on children
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 LEADERBOARD_VIEW = "leaderboard"
 LEADERBOARD_VIEW_TAG = f"mlflow.sharedViewState.{LEADERBOARD_VIEW}"
-LEADERBOARD_METRICS = ("NDS", "mAP", "wall_time_s", "gpu_hours")
-LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio", "gpus", "origin")
+# The saved view's columns, in the order a user ranks by (issue 18): the objective, its % of
+# the reference recipe at its own scale, the three knobs, the cost (trial-equivalents, then
+# the GPU-hours at the target under the name that says how they were found), the origin and
+# the state tag (a pruned trial reads PRUNED). MLflow's own columns besides these are hidden.
+LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio")
+COST_METRICS = ("trial_equivalents", "target_gpu_hours_est", "target_gpu_hours")
+COLUMN_WIDTH_PX = 96  # wide enough for 0.3521 or 8.94e-04 without an ellipsis
 
 
 def default_tracking_uri(flag: str | None, workspace: Path) -> str:
@@ -41,12 +47,27 @@ def default_artifact_root(workspace: Path) -> str:
     return (workspace / "mlartifacts").as_uri()
 
 
-def leaderboard_view(objective: str = "NDS") -> str:
+def leaderboard_columns(objective: str = "NDS", target_metric: str | None = None) -> list[str]:
+    """The saved view's column ids, in order. `target_metric`: the one GPU-hour metric the
+    sweep's trials log (`target_gpu_hours_est` on virtual GPUs); None lists both."""
+    cost = ["trial_equivalents", *([target_metric] if target_metric else COST_METRICS[1:])]
+    return [
+        f"metrics.`{objective}`",
+        "metrics.`pct_of_reference`",
+        *(f"params.`{p}`" for p in LEADERBOARD_PARAMS),
+        *(f"metrics.`{m}`" for m in cost),
+        "params.`origin`",
+        "tags.`state`",
+    ]
+
+
+def leaderboard_view(objective: str = "NDS", target_metric: str | None = None) -> str:
     """The experiment page's state for ranking trials: trial runs only, best first, with the
-    columns a user ranks by (MLflow's shared-view JSON: search facets + UI state)."""
+    columns a user ranks by in that order and wide enough to read (MLflow's shared-view JSON:
+    search facets + UI state; `columnOrder` and `columnWidths` take the grid's column ids)."""
     import json
 
-    metrics = dict.fromkeys((objective, *LEADERBOARD_METRICS))
+    cols = leaderboard_columns(objective, target_metric)
     return json.dumps(
         {
             "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
@@ -56,13 +77,39 @@ def leaderboard_view(objective: str = "NDS") -> str:
             "lifecycleFilter": "Active",
             "modelVersionFilter": "All Runs",
             "datasetsFilter": [],
-            "selectedColumns": [f"metrics.`{m}`" for m in metrics]
-            + [f"params.`{p}`" for p in LEADERBOARD_PARAMS],
+            "selectedColumns": cols,
+            "columnOrder": cols,
+            "columnWidths": {c: COLUMN_WIDTH_PX for c in cols},
             "runsExpanded": {},
             "runsPinned": [],
             "runsHidden": [],
         }
     )
+
+
+def parent_run_metrics(headline: Mapping[str, Any]) -> dict[str, float]:
+    """The sweep's headline figures (`results.headline.Headline.to_dict`) as its MLflow parent
+    run logs them: `reference_NDS` (the reference recipe at its own scale), `reference_seed_NDS`
+    (run unchanged at the target), `best_NDS`, `best_pct_of_reference`, `recovered_share`,
+    `drop_share`, `trial_equivalents`, and the two cost figures under names that say which is
+    which (`target_gpu_hours_est` or `target_gpu_hours`; `cpu_hours_here` or
+    `gpu_hours_here`). A figure not known is left out."""
+    m = headline["metric"]
+    target, here = mlflow_cost_names(
+        headline.get("target_gpu_hours_basis"), headline.get("compute_unit_here")
+    )
+    figures = {
+        f"reference_{m}": headline.get(f"reference_{m}"),
+        f"reference_seed_{m}": headline.get(f"reference_seed_{m}"),
+        f"best_{m}": headline.get(f"best_{m}"),
+        "best_pct_of_reference": headline.get("best_pct_of_reference"),
+        "recovered_share": headline.get("recovered_share"),
+        "drop_share": headline.get("drop_share"),
+        "trial_equivalents": headline.get("trial_equivalents"),
+        target: headline.get("target_gpu_hours"),
+        here: headline.get("compute_hours_here"),
+    }
+    return _finite({k: v for k, v in figures.items() if v is not None})
 
 
 def leaderboard_url(server: str, experiment_id: str) -> str:
