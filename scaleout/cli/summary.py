@@ -56,7 +56,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         f"{summary['complete']} complete, {summary['pruned']} pruned, "
         f"{summary['failed']} failed, {summary['running']} still running"
     )
-    console.print(summary["headline"]["text"], highlight=False)
+    # One line, however narrow the terminal (it wraps it): the line a user copies or greps.
+    console.print(summary["headline"]["text"], highlight=False, soft_wrap=True)
     if summary["best_value"] is not None:
         p = summary["best_params"]
         console.print(

@@ -87,13 +87,14 @@ def publish(
                 run.info.run_id,
                 metrics=[Metric("pct_of_reference", float(r["pct_of_reference"]), now, 0)],
             )
-    target = None
+    # The view's cost column: the GPU-hours at the target where the trials log them.
+    cost = "trial_equivalents"
     if head["target_gpu_hours_basis"] in ("estimated", "measured"):
-        target = mlflow_cost_names(head["target_gpu_hours_basis"], None)[0]
+        cost = mlflow_cost_names(head["target_gpu_hours_basis"], None)[0]
     exp_id = runs.client.get_run(parent).info.experiment_id
     runs.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     runs.client.set_experiment_tag(
-        exp_id, LEADERBOARD_VIEW_TAG, leaderboard_view(store.objective, target)
+        exp_id, LEADERBOARD_VIEW_TAG, leaderboard_view(store.objective, cost)
     )
     return logged
 

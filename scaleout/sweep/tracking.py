@@ -26,12 +26,25 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 LEADERBOARD_VIEW = "leaderboard"
 LEADERBOARD_VIEW_TAG = f"mlflow.sharedViewState.{LEADERBOARD_VIEW}"
 # The saved view's columns, in the order a user ranks by (issue 18): the objective, its % of
-# the reference recipe at its own scale, the three knobs, the cost (trial-equivalents, then
-# the GPU-hours at the target under the name that says how they were found), the origin and
-# the state tag (a pruned trial reads PRUNED). MLflow's own columns besides these are hidden.
+# the reference recipe at its own scale, the three knobs, the cost (the GPU-hours at the
+# target under the name that says how they were found; trial-equivalents where they are not
+# known), the origin and the state tag (a pruned trial reads PRUNED). MLflow's other columns
+# are hidden, and each is just wide enough for its name, so that at 1366 px what a user ranks
+# on is on screen.
 LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio")
-COST_METRICS = ("trial_equivalents", "target_gpu_hours_est", "target_gpu_hours")
-COLUMN_WIDTH_PX = 96  # wide enough for 0.3521 or 8.94e-04 without an ellipsis
+COST_METRICS = ("target_gpu_hours_est", "target_gpu_hours", "trial_equivalents")
+# MLflow's own columns that stay (pinned left), narrower than its defaults: their grid ids.
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+CREATED_COLUMN = "runDateAndNestInfo"
+PINNED_WIDTHS = {RUN_NAME_COLUMN: 150, CREATED_COLUMN: 100}
+# Columns whose values are wider than their names: COMPLETE, reference.
+VALUE_WIDTHS = {"state": 92, "origin": 80}
+
+
+def column_width(name: str) -> int:
+    """Pixels for a column headed `name`: its name in MLflow's header font (~6.5 px a
+    character) and the header's padding and sort icon, or what its widest value needs."""
+    return VALUE_WIDTHS.get(name, max(72, round(6.5 * len(name)) + 18))
 
 
 def default_tracking_uri(flag: str | None, workspace: Path) -> str:
@@ -47,10 +60,12 @@ def default_artifact_root(workspace: Path) -> str:
     return (workspace / "mlartifacts").as_uri()
 
 
-def leaderboard_columns(objective: str = "NDS", target_metric: str | None = None) -> list[str]:
-    """The saved view's column ids, in order. `target_metric`: the one GPU-hour metric the
-    sweep's trials log (`target_gpu_hours_est` on virtual GPUs); None lists both."""
-    cost = ["trial_equivalents", *([target_metric] if target_metric else COST_METRICS[1:])]
+def leaderboard_columns(objective: str = "NDS", cost_metric: str | None = None) -> list[str]:
+    """The saved view's column ids, in order. `cost_metric`: the cost the sweep's trial runs
+    log (`target_gpu_hours_est` on virtual GPUs, `target_gpu_hours` on real ones, or
+    `trial_equivalents` where neither is known); None lists all three (MLflow draws only the
+    ones some run logs)."""
+    cost = [cost_metric] if cost_metric else list(COST_METRICS)
     return [
         f"metrics.`{objective}`",
         "metrics.`pct_of_reference`",
@@ -61,13 +76,15 @@ def leaderboard_columns(objective: str = "NDS", target_metric: str | None = None
     ]
 
 
-def leaderboard_view(objective: str = "NDS", target_metric: str | None = None) -> str:
+def leaderboard_view(objective: str = "NDS", cost_metric: str | None = None) -> str:
     """The experiment page's state for ranking trials: trial runs only, best first, with the
-    columns a user ranks by in that order and wide enough to read (MLflow's shared-view JSON:
-    search facets + UI state; `columnOrder` and `columnWidths` take the grid's column ids)."""
+    columns a user ranks by in that order and wide enough to read their names (MLflow's
+    shared-view JSON: search facets + UI state; `columnOrder` and `columnWidths` take the
+    grid's column ids)."""
     import json
 
-    cols = leaderboard_columns(objective, target_metric)
+    cols = leaderboard_columns(objective, cost_metric)
+    widths = {c: column_width(c.split("`")[1]) for c in cols}
     return json.dumps(
         {
             "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
@@ -78,8 +95,9 @@ def leaderboard_view(objective: str = "NDS", target_metric: str | None = None) -
             "modelVersionFilter": "All Runs",
             "datasetsFilter": [],
             "selectedColumns": cols,
-            "columnOrder": cols,
-            "columnWidths": {c: COLUMN_WIDTH_PX for c in cols},
+            # MLflow's pinned columns first (narrower than its defaults), then the view's own.
+            "columnOrder": [*PINNED_WIDTHS, *cols],
+            "columnWidths": {**PINNED_WIDTHS, **widths},
             "runsExpanded": {},
             "runsPinned": [],
             "runsHidden": [],
@@ -109,7 +127,8 @@ def parent_run_metrics(headline: Mapping[str, Any]) -> dict[str, float]:
         target: headline.get("target_gpu_hours"),
         here: headline.get("compute_hours_here"),
     }
-    return _finite({k: v for k, v in figures.items() if v is not None})
+    # To the digits that mean something: MLflow's tables show every digit logged.
+    return {k: float(f"{v:.4g}") for k, v in _finite(figures).items()}
 
 
 def leaderboard_url(server: str, experiment_id: str) -> str:

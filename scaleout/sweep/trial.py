@@ -209,6 +209,13 @@ def objective_values(epochs: dict[int, dict[str, float]], objective: str) -> dic
     return {e: float(v) for e, v in values.items() if v is not None and v == v}
 
 
+# What run_figures adds to a trial's MLflow run beside the trainer's own metrics.
+_OWN_FIGURES = frozenset(
+    {"pct_of_reference", "trial_equivalents", "target_gpu_hours_est", "target_gpu_hours"}
+    | {"cpu_hours_here", "gpu_hours_here"}
+)
+
+
 def run_figures(act: Active, result: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """The whole-trial metrics and the artifacts of a finished trial's MLflow run. Per-epoch
     metrics are already in the run's history (its last point is the final value MLflow
@@ -222,6 +229,10 @@ def run_figures(act: Active, result: dict[str, Any]) -> tuple[dict[str, float], 
             metrics[target] = metrics.pop("gpu_hours")
         if "compute_hours_here" in metrics:
             metrics[here] = metrics.pop("compute_hours_here")
+    # Figures of our own making, to the digits that mean something: MLflow's table shows
+    # every digit logged, truncated (0.28225861...).
+    for key in metrics.keys() & _OWN_FIGURES:
+        metrics[key] = float(f"{metrics[key]:.4g}")
     artifacts = {"config": str(act.work_dir / "trial_config.py")}
     if act.handle is not None and act.handle.log:
         artifacts["log"] = act.handle.log

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         console.print(f"sweep {store.name} has no trials yet")
         return 0
-    console.print(head.text(), highlight=False)
+    console.print(head.text(), highlight=False, soft_wrap=True)
     if not rows:
         console.print(f"no {args.state} trials in sweep {store.name}")
     else:
