@@ -71,7 +71,7 @@ def publish(
     head = headline(store.plan, records).to_dict()
     now = int(time.time() * 1000)
     figures = parent_run_metrics(head)
-    tags = {"scaleout.headline": head["text"]}
+    tags = {"scaleout.headline_text": head["text"]}  # as the sweep's summary tags it
     if head["target_gpu_hours_basis"]:
         tags["scaleout.target_gpu_hours_basis"] = head["target_gpu_hours_basis"]
     runs.client.log_batch(

@@ -129,7 +129,7 @@ TABLE_CSS = (
 
 
 def _sections(
-    df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord], head: Headline
+    df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord], story: Headline
 ) -> dict[str, Any]:
     plan, meta = df.attrs["plan"], df.attrs["meta"]
     objective = df.attrs["objective"]
@@ -258,8 +258,8 @@ def _sections(
     )
     cost_keys = [k for _, _, k in rows]
     return {
-        "headline": head.sentences(),
-        "headline_text": head.text(),
+        "headline": story.sentences(),
+        "headline_text": story.text(),
         "overview": overview,
         "reference": reference,
         "rules": rules,

@@ -83,7 +83,7 @@ def _add_pruned_run(ws: Path, name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_mlflow_leaderboard_in_chromium(headline_sweep):
+def test_mlflow_leaderboard_in_chromium(headline_sweep, tmp_path):
     pytest.importorskip("selenium", reason="pip install selenium (tests/run.sh does)")
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("needs Debian chromium and chromium-driver (tests/run.sh installs them)")
@@ -95,7 +95,9 @@ def test_mlflow_leaderboard_in_chromium(headline_sweep):
     from scaleout.cli.commands.ui import mlflow_server_argv
     from scaleout.sweep.tracking import default_artifact_root, leaderboard_url
 
-    ws, name, _ = headline_sweep
+    made, name, _ = headline_sweep
+    ws = tmp_path / "ws"  # a copy: the pruned run added here stays out of the session's sweep
+    shutil.copytree(made, ws, ignore=shutil.ignore_patterns("trials"))
     _add_pruned_run(ws, name)
     port = _free_port()
     server = f"http://127.0.0.1:{port}"

@@ -277,3 +277,72 @@ def test_a_real_sweep_ends_with_its_headline_everywhere(headline_sweep, cli):
         got = run.data.metrics
         assert {"pct_of_reference", "trial_equivalents", "target_gpu_hours_est"} <= set(got)
         assert "cpu_hours_here" in got and "gpu_hours" not in got
+
+
+def _live_controller():
+    """What the live view reads of a controller: its plan (the golden plan's reference, 24
+    epochs at 160 GPUs, 0.032 GPU-hours a trial), the stored trials, the running ones."""
+    from pathlib import Path
+
+    from scaleout.core.job import Layout, TrialMetrics
+    from scaleout.core.plan import make_plan
+    from scaleout.core.rules import Reference
+    from scaleout.core.space import parse_space
+    from scaleout.sweep.budget import Meter, Pricing
+    from scaleout.sweep.search import Attr, TrialState, TrialView
+    from scaleout.sweep.trial import Active
+
+    ref = Reference(8, 1, 2e-3, 100, 1 / 3, 1e-3, 24, 1600, sample_time_s=0.003)
+    ref = type(ref)(**{**ref.__dict__, "metric": {"NDS": 0.384}})
+    plan = make_plan(parse_space({"budget": {"trials": 10}}), ref, 160)
+    pricing = Pricing.for_run(plan, Layout(1, 1, 160, use_gpu=False))
+    done = {"epochs": 24.0, "gpu_hours": 0.032, "gpu_hours_basis": "estimated",
+            "compute_hours_here": 0.05, "compute_unit_here": "CPU-hours",
+            "trial_equivalents": 1.0}  # fmt: skip
+    views = [
+        TrialView(0, TrialState.COMPLETE, {}, {Attr.ORIGIN: "reference", Attr.RESULT: done}, 0.22),
+        TrialView(
+            1,
+            TrialState.COMPLETE,
+            {},
+            {Attr.ORIGIN: "sampled", Attr.RESULT: done, Attr.PARAMS: {"lr": 1.2e-2}},
+            0.352,
+        ),
+        TrialView(2, TrialState.RUNNING, {}, {Attr.ORIGIN: "sampled"}),
+    ]
+    act = Active(2, "sampled", {"lr": 1e-2, "warmup_iters": 24, "min_lr_ratio": 1e-4},
+                 Path("/w"), 1, "r", None, 0.0, pricing=pricing)  # fmt: skip
+    act.metrics = TrialMetrics(epochs={e: {"NDS": 0.1} for e in range(1, 13)})
+    act.meter = Meter(started=0.0, own_start=True)
+    return SimpleNamespace(
+        plan=plan,
+        searcher=SimpleNamespace(trials=lambda states=None: views),
+        active={2: act},
+        clock=SimpleNamespace(now=lambda: 1800.0),
+        pricing=pricing,
+        budget=SimpleNamespace(trials=10),
+    )
+
+
+def test_the_live_view_says_the_best_against_the_reference_and_the_cost_so_far():
+    from scaleout.cli.progress import ProgressView, best_line, cost_line, live_headline, totals
+
+    c = _live_controller()
+    h = live_headline(c)
+    best = totals(c)["best"]
+    assert best_line(h, best) == (
+        "best NDS 0.352 (t001, lr 1.20e-02) = 92% of the 8-GPU 0.384, 80% of the drop recovered"
+    )
+    # Two full trials and half of the running one: 2.5 trial-equivalents, at the plan's
+    # 0.032 GPU-hours a trial; 0.05 CPU-hours each finished one and 0.5 h of one process.
+    assert (
+        cost_line(h)
+        == "cost so far: 2.5 trial-eq | 0.08 GPU-h at 160 GPUs (est.) | 0.60 CPU-h here"
+    )
+    console = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    console.print(ProgressView(c, console).render())
+    out = console.file.getvalue()
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    for text in ("t002", "1.00e-02", "24", "12/24", "0.1000"):
+        assert text in out, (text, out)
+    assert "80% of the drop recovered" in " ".join(out.split())  # the line wraps at 80
