@@ -259,13 +259,19 @@ class Headline:
         te = fmt_trial_equivalents(c.trial_equivalents)
         return f"{te} trial-equivalents ({'; '.join(parts)})"
 
-    def target_text(self) -> str:
+    def target_text(self, *, words: bool = False) -> str:
+        """`0.15 GPU-hours at 160 GPUs, estimated`; `words`: the report's longer form,
+        `0.15 GPU-hours at 160 GPUs (estimated from the plan's cost basis)`."""
         c = self.cost
         if c.target_gpu_hours is None:
             why = "the plan has no cost basis" if c.planned_gpu_hours_per_trial is None else ""
             return f"GPU-hours at {self.gpus} GPUs not known" + (f": {why}" if why else "")
         how = {ESTIMATED: "estimated", MEASURED: "measured"}.get(c.basis or "", "partly estimated")
-        return f"{fmt_gpu_hours(c.target_gpu_hours)} GPU-hours at {self.gpus} GPUs, {how}"
+        text = f"{fmt_gpu_hours(c.target_gpu_hours)} GPU-hours at {self.gpus} GPUs"
+        if not words:
+            return f"{text}, {how}"
+        long = {ESTIMATED: "estimated from the plan's cost basis", MEASURED: "measured"}
+        return f"{text} ({long.get(c.basis or '', how)})"
 
     def sentences(self) -> list[str]:
         """The story said in words (the report's headline)."""
@@ -316,10 +322,11 @@ class Headline:
         c = self.cost
         here = ""
         if c.compute_hours_here is not None:
-            here = f" and {fmt_gpu_hours(c.compute_hours_here)} {c.compute_unit_here} here"
+            here = f", and {fmt_gpu_hours(c.compute_hours_here)} {c.compute_unit_here} here"
         out.append(
             f"The sweep cost {fmt_trial_equivalents(c.trial_equivalents)} trial-equivalents "
-            f"(one full-length trial at {self.gpus} GPUs = 1): {self.target_text()}{here}."
+            f"(one full-length trial at {self.gpus} GPUs = 1): "
+            f"{self.target_text(words=True)}{here}."
         )
         return out
 
