@@ -41,6 +41,29 @@ def fmt_metric(value: float | None) -> str:
     return MISSING if _missing(value) else f"{float(value):.4f}"  # type: ignore[arg-type]
 
 
+def fmt_score(value: float | None) -> str:
+    """A metric in a sentence (the headline, the live bar): three decimals (0.384), the
+    precision the reference scores are stated in."""
+    return MISSING if _missing(value) else f"{float(value):.3f}"  # type: ignore[arg-type]
+
+
+def fmt_pct(value: float | None, *, signed: bool = False) -> str:
+    """A percentage given in percent (92.1 -> "92%"; signed: "-43%", "+4%")."""
+    if _missing(value):
+        return MISSING
+    return f"{float(value):+.0f}%" if signed else f"{float(value):.0f}%"  # type: ignore[arg-type]
+
+
+def fmt_share(value: float | None, *, signed: bool = False) -> str:
+    """A share given as a fraction, in percent (0.77 -> "77%")."""
+    return MISSING if _missing(value) else fmt_pct(100.0 * float(value), signed=signed)  # type: ignore[arg-type]
+
+
+def fmt_trial_equivalents(value: float | None) -> str:
+    """Trial-equivalents (a full-length trial at the target = 1): one decimal (4.6)."""
+    return MISSING if _missing(value) else f"{float(value):.1f}"  # type: ignore[arg-type]
+
+
 def fmt_lr(value: float | None) -> str:
     """Learning rates and lr ratios, which span decades: 8.94e-04."""
     return MISSING if _missing(value) else f"{float(value):.2e}"  # type: ignore[arg-type]
@@ -54,8 +77,10 @@ def fmt_gpu_hours(value: float | None) -> str:
     return f"{v:.2f}" if v == 0 or abs(v) >= 0.01 else f"{v:.2e}"
 
 
-def fmt_trial(number: int) -> str:
-    """t007: the trial's name in run and job names."""
+def fmt_trial(number: int | str) -> str:
+    """t007: the trial's name in run and job names, the leaderboard's CSV and JSON."""
+    if isinstance(number, str) and number.startswith("t"):
+        return number
     return f"t{int(number):03d}"
 
 
@@ -84,8 +109,12 @@ def fmt_value(value: Any, key: str = "") -> str:
         return str(value)
     if key.endswith("wall_time_s"):
         return fmt_duration(value)
-    if key.endswith("gpu_hours"):
+    if key.endswith("gpu_hours") or key.endswith("hours_here"):
         return fmt_gpu_hours(value)
+    if key == "pct_of_reference":
+        return f"{float(value):.1f}%"
+    if key == "trial_equivalents":
+        return f"{float(value):.2f}"
     if isinstance(value, numbers.Integral):
         return str(value)
     value = float(value)

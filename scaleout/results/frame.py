@@ -19,13 +19,23 @@ from typing import Any
 import pandas as pd
 
 from scaleout.core.errors import StateError
+from scaleout.results.headline import headline, pct_of_reference, sweep_basis, trial_cost
 from scaleout.sweep.workspace import CORE_KNOBS, SweepStore, TrialRecord, best_first
 
 # The nuScenes figures read from MLflow besides the objective (their last logged value).
 MLFLOW_METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 EPOCH_METRICS = ("NDS", "mAP")
 EPOCH_COLUMNS = ("sweep", "trial", "state", "origin", "epoch", "metric", "value")
-_HEAD = ("sweep", "trial", "state", "origin", "rank", "objective_metric", "objective")
+_HEAD = (
+    "sweep",
+    "trial",
+    "state",
+    "origin",
+    "rank",
+    "objective_metric",
+    "objective",
+    "pct_of_reference",
+)
 _TAIL = (
     "gpus",
     "samples_per_gpu",
@@ -34,7 +44,11 @@ _TAIL = (
     "epochs",
     "attempts",
     "wall_time_s",
-    "gpu_hours",
+    "trial_equivalents",
+    "target_gpu_hours",
+    "target_gpu_hours_basis",
+    "compute_hours_here",
+    "compute_unit_here",
     "samples_per_s",
     "started",
     "finished",
@@ -76,7 +90,8 @@ def load_sweep(
     """One row per trial (waiting ones left out), best first as in `scaleout leaderboard`.
 
     `df.attrs` holds `plan` (plan.json), `meta` (sweep.json), `sweep`, `objective`,
-    `direction` and `knobs` (the settings the plan searches or fixes, one column each).
+    `direction`, `knobs` (the settings the plan searches or fixes, one column each) and
+    `headline` (the drop at the target, the share recovered, the cost: docs/analysis.md).
     """
     store = SweepStore.open(name, workspace)
     runs = trial_runs(store, store.mlflow_uri(mlflow_uri))
@@ -180,14 +195,16 @@ def epoch_frame(
 
 def trial_frame(store: SweepStore, records: list[TrialRecord], runs: TrialRuns) -> pd.DataFrame:
     plan, meta, knobs = store.plan, store.meta, store.knobs
+    basis = sweep_basis(records)
     rows = [
-        _row(store, rank, r, runs.by_trial.get(r.number), knobs)
+        _row(store, rank, r, runs.by_trial.get(r.number), knobs, basis)
         for rank, r in best_first(records, store.direction)
     ]
     df = pd.DataFrame(rows, columns=list(columns(knobs)))
     for col in ("started", "finished"):
         df[col] = pd.to_datetime(df[col])
-    numeric = (*MLFLOW_METRICS, "objective", *CORE_KNOBS, "wall_time_s", "gpu_hours")
+    numeric = (*MLFLOW_METRICS, "objective", "pct_of_reference", *CORE_KNOBS, "wall_time_s")
+    numeric += ("trial_equivalents", "target_gpu_hours", "compute_hours_here")
     for col in (*numeric, "samples_per_s", "lr_vs_sqrt", "lr_vs_linear", "epochs"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["rank"] = df["rank"].astype("Int64")
@@ -204,12 +221,18 @@ def trial_frame(store: SweepStore, records: list[TrialRecord], runs: TrialRuns) 
         "objective": store.objective,
         "direction": store.direction,
         "knobs": knobs,
+        "headline": headline(plan, records).to_dict(),
     }
     return df
 
 
 def _row(
-    store: SweepStore, rank: int | None, r: TrialRecord, run: Any, knobs: Sequence[str]
+    store: SweepStore,
+    rank: int | None,
+    r: TrialRecord,
+    run: Any,
+    knobs: Sequence[str],
+    basis: str | None = None,
 ) -> dict[str, Any]:
     plan, meta = store.plan, store.meta
     rules = plan["rules"]["lr"]
@@ -227,6 +250,7 @@ def _row(
         "rank": rank,
         "objective_metric": store.objective,
         "objective": objective,
+        "pct_of_reference": pct_of_reference(objective, plan, store.objective),
     }
     for m in MLFLOW_METRICS:
         value = r.result.get(m) if m in EPOCH_METRICS else None
@@ -237,6 +261,7 @@ def _row(
         out[m] = value
     out.update({k: r.params.get(k) for k in knobs})
     p = r.params
+    cost = trial_cost(r, plan, basis)
     out.update(
         {
             "gpus": p.get("gpus", meta["gpus"]),
@@ -246,7 +271,11 @@ def _row(
             "epochs": r.result.get("epochs", last_epoch),
             "attempts": r.attempts,
             "wall_time_s": r.result.get("wall_time_s"),
-            "gpu_hours": r.result.get("gpu_hours"),
+            "trial_equivalents": cost.trial_equivalents,
+            "target_gpu_hours": cost.target_gpu_hours,
+            "target_gpu_hours_basis": cost.basis,
+            "compute_hours_here": cost.compute_hours_here,
+            "compute_unit_here": cost.compute_unit_here,
             "samples_per_s": r.result.get("samples_per_s"),
             "started": r.started,
             "finished": r.finished,

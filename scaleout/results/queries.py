@@ -1,5 +1,6 @@
 """Questions a user asks of a sweep's frame (`frame.load_sweep`): which trials finished, the best
-one and what it changed against the rules, the leaderboard's columns, totals and cost.
+one and what it changed against the rules, the leaderboard's columns, totals and cost (the
+headline's figures are in `df.attrs["headline"]`).
 
 Pure functions of a frame and its attrs: nothing here reads a store.
 """
@@ -94,15 +95,21 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
         "state",
         "origin",
         df.attrs.get("objective", "NDS"),
+        "pct_of_reference",
         "mAP",
         *knobs(df),
         "gpus",
         "global_batch",
         "attempts",
         "wall_time_s",
-        "gpu_hours",
+        "trial_equivalents",
+        "target_gpu_hours",
+        "compute_hours_here",
     ]
-    return df[list(dict.fromkeys(cols))].reset_index(drop=True)
+    cols = [c for c in dict.fromkeys(cols) if c in df]
+    if "pct_of_reference" in cols and df["pct_of_reference"].isna().all():
+        cols.remove("pct_of_reference")  # the reference's own score is not known
+    return df[cols].reset_index(drop=True)
 
 
 def totals(df: pd.DataFrame) -> dict[str, int]:
@@ -111,15 +118,29 @@ def totals(df: pd.DataFrame) -> dict[str, int]:
     return {str(s).lower(): int(n) for s, n in counts.items()}
 
 
+def _basis(values: pd.Series) -> str | None:
+    kinds = set(values.dropna())
+    return None if not kinds else (kinds.pop() if len(kinds) == 1 else "mixed")
+
+
 def cost(df: pd.DataFrame) -> dict[str, Any]:
-    """GPU-hours spent by state, wall time of the sweep, and the plan's estimate."""
+    """What the sweep cost, in three figures never mixed (docs/analysis.md, "Cost"):
+    trial-equivalents, GPU-hours at the target scale (how they were found: `estimated` or
+    `measured`) with their split by state, and the compute spent here (with its unit); the
+    wall times, and the plan's estimate per trial and for the budget."""
     plan = df.attrs["plan"]
-    spent = df.groupby("state")["gpu_hours"].sum(min_count=1).dropna().to_dict()
+    known = df["target_gpu_hours"].notna()
+    spent = df[known].groupby("state")["target_gpu_hours"].sum().to_dict()
     start, end = df["started"].min(), df["finished"].max()
     wall = (end - start).total_seconds() if pd.notna(start) and pd.notna(end) else None
+    here = df["compute_hours_here"]
     return {
-        "gpu_hours": float(df["gpu_hours"].sum()),
-        "gpu_hours_by_state": {k: float(v) for k, v in spent.items()},
+        "trial_equivalents": float(df["trial_equivalents"].sum()),
+        "target_gpu_hours": float(df["target_gpu_hours"].sum()) if known.any() else None,
+        "target_gpu_hours_basis": _basis(df["target_gpu_hours_basis"]),
+        "target_gpu_hours_by_state": {k: float(v) for k, v in spent.items()},
+        "compute_hours_here": float(here.sum()) if here.notna().any() else None,
+        "compute_unit_here": _basis(df["compute_unit_here"]),
         "trial_wall_time_s": float(df["wall_time_s"].sum()),
         "sweep_wall_time_s": wall,
         "planned_gpu_hours_per_trial": plan["cost"].get("gpu_hours_per_trial"),

@@ -1,7 +1,9 @@
 """`scaleout report`: one sweep as a self-contained HTML page and as Markdown beside PNG files.
 
-Sections: the plan (reference, rules, ranges, seeds), the leaderboard, the plots, what the
-best trial changed against the rules, failures (with the tail of their logs) and cost. A sweep
+Sections: the headline (what the reference recipe loses at the target, how much of it the
+best trial wins back, what it cost: `headline.Headline.sentences`), the plan (reference,
+rules, ranges, seeds), the leaderboard, the plots, what the best trial changed against the
+rules, failures (with the tail of their logs) and cost in labelled units. A sweep
 without a finished trial still gets its report (plan, failures, cost), saying so instead of
 drawing empty plots.
 """
@@ -19,15 +21,17 @@ import pandas as pd
 from scaleout.results import queries
 from scaleout.results.format import fmt_counts, fmt_trial, fmt_value
 from scaleout.results.frame import epoch_frame, trial_frame, trial_runs
+from scaleout.results.headline import Headline, headline
 from scaleout.sweep.workspace import SweepStore, TrialRecord
 
 PLOT_TITLES = {
     "nds_vs_lr": "Objective against lr, with the sqrt and linear rules",
     "nds_vs_warmup": "Objective against warmup",
     "nds_vs_min_lr_ratio": "Objective against min_lr_ratio",
-    "learning_curves": "Learning curves (pruned trials dashed)",
-    "pareto_front": "Objective against GPU-hours: the Pareto front",
+    "learning_curves": "Learning curves (pruned trials dashed, the best one drawn thick)",
+    "pareto_front": "Objective against cost: the Pareto front of the completed trials",
     "param_importance": "Parameter importance",
+    "nds_vs_gpus": "Objective per GPU count: the reference recipe's drop, and the best trial",
 }
 
 
@@ -94,7 +98,7 @@ def build_report(
         path.write_bytes(pngs[key])
         paths.append(path)
 
-    sections = _sections(df, done, records)
+    sections = _sections(df, done, records, headline(store.plan, records))
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
     html_path.write_text(_html(name, sections, pngs))
@@ -124,7 +128,9 @@ TABLE_CSS = (
 )
 
 
-def _sections(df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord]) -> dict[str, Any]:
+def _sections(
+    df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord], story: Headline
+) -> dict[str, Any]:
     plan, meta = df.attrs["plan"], df.attrs["meta"]
     objective = df.attrs["objective"]
     ref = plan["reference"]
@@ -211,42 +217,49 @@ def _sections(df: pd.DataFrame, done: pd.DataFrame, records: list[TrialRecord]) 
                 }
             )
     c = queries.cost(df)
-    cost = pd.DataFrame(
-        {
-            "value": [
-                c["gpu_hours"],
-                ", ".join(
-                    f"{k.lower()} {fmt_value(v, 'gpu_hours')}"
-                    for k, v in c["gpu_hours_by_state"].items()
-                )
-                or "-",
-                c["trial_wall_time_s"],
-                c["sweep_wall_time_s"],
-                c["planned_gpu_hours_per_trial"],
-                c["planned_gpu_hours_total"],
-            ]
-        },
-        index=pd.Index(
-            [
-                "GPU-hours spent",
-                "GPU-hours by state",
-                "trial wall time (sum)",
-                "sweep wall time",
-                "planned GPU-hours per trial",
-                "planned GPU-hours in all",
-            ],
-            name="",
-        ),
+    gpus = meta["gpus"]
+    how = {"estimated": "estimated from the plan's cost basis", "measured": "measured"}
+    basis = how.get(c["target_gpu_hours_basis"] or "", "partly estimated")
+    if c["target_gpu_hours"] is None:
+        basis = "not known: the plan has no cost basis"
+    unit = c["compute_unit_here"] or "compute-hours"
+    by_state = ", ".join(
+        f"{k.lower()} {fmt_value(v, 'gpu_hours')}"
+        for k, v in c["target_gpu_hours_by_state"].items()
     )
-    cost_keys = [
-        "gpu_hours",
-        "",
-        "trial_wall_time_s",
-        "sweep_wall_time_s",
-        "gpu_hours",
-        "gpu_hours",
+    rows = [
+        (
+            f"trial-equivalents (one full-length trial at {gpus} GPUs = 1)",
+            c["trial_equivalents"],
+            "trial_equivalents",
+        ),
+        (f"GPU-hours at {gpus} GPUs ({basis})", c["target_gpu_hours"], "gpu_hours"),
+        (f"GPU-hours at {gpus} GPUs by state", by_state or "-", ""),
+        (
+            f"{unit} spent here (what this machine ran)",
+            c["compute_hours_here"],
+            "compute_hours_here",
+        ),
+        ("trial wall time (sum)", c["trial_wall_time_s"], "trial_wall_time_s"),
+        ("sweep wall time", c["sweep_wall_time_s"], "sweep_wall_time_s"),
+        (
+            f"planned GPU-hours per trial at {gpus} GPUs",
+            c["planned_gpu_hours_per_trial"],
+            "gpu_hours",
+        ),
+        (
+            f"planned GPU-hours at {gpus} GPUs for the budget",
+            c["planned_gpu_hours_total"],
+            "gpu_hours",
+        ),
     ]
+    cost = pd.DataFrame(
+        {"value": [v for _, v, _ in rows]}, index=pd.Index([label for label, _, _ in rows], name="")
+    )
+    cost_keys = [k for _, _, k in rows]
     return {
+        "headline": story.sentences(),
+        "headline_text": story.text(),
         "overview": overview,
         "reference": reference,
         "rules": rules,
@@ -278,6 +291,7 @@ CSS = (
     "td.text{text-align:left}figure{margin:1em 0}figcaption{color:#555;font-size:13px}"
     "img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:.6em;"
     "font-size:12px;overflow:auto;max-height:22em}.note{background:#fff6d6;padding:.5em 1em}"
+    ".headline{font-size:16px;line-height:1.5;border-left:4px solid #d62728;padding:.3em 1em}"
 )
 
 
@@ -287,6 +301,7 @@ def _html(name: str, s: dict[str, Any], pngs: dict[str, bytes]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {e(name)}</title>"
         f"<style>{CSS}</style></head><body>",
         f"<h1>Sweep {e(name)}</h1><p class='sub'>{e(s['best_note'])}</p>",
+        f"<p class='headline'>{e(' '.join(s['headline']))}</p>",
         "<h2>Plan</h2>",
         html_table(s["overview"], index=True),
         "<h3>Reference recipe</h3>",
@@ -339,6 +354,8 @@ def _markdown(name: str, s: dict[str, Any], plot_keys: list[str]) -> str:
         f"# Sweep {name}",
         "",
         s["best_note"],
+        "",
+        " ".join(s["headline"]),
         "",
         "## Plan",
         "",

@@ -1,13 +1,24 @@
-"""The stop criterion of a sweep, and the price of a trial's GPU time.
+"""The stop criterion of a sweep, and the price of a trial in the units a user reads.
 
 A sweep may start another trial while fewer than `Budget.trials` have started and, where the
-space sets `budget.gpu_hours`, while the GPU-hours used stay below it (docs/sweep.md).
+space sets `budget.gpu_hours`, while the GPU-hours at the target scale stay below it
+(docs/sweep.md).
 
-GPU-hours are priced from each job's own run time, times the trial's GPU count. A `Meter`
-takes the run time from the job's own start and end (`JobStatus.started_at`/`ended_at`, as
-the executor measured them); where the executor does not say, from the controller's clock
-between the first poll that saw the job RUNNING and the poll that saw it end. Two things are
-never billed:
+A trial's cost has two figures that are never mixed (`Pricing`, docs/analysis.md "Cost"):
+
+- GPU-hours at the target scale: on real GPUs, measured from the job's run time times the
+  trial's GPU count; on virtual GPUs, estimated from the plan's cost basis (the plan's
+  `cost.gpu_hours_per_trial` times the share of the trial's epochs run), the basis the plan
+  priced the budget in. This is what `budget.gpu_hours` counts.
+- Compute spent here: run time times what the trial really ran on (GPU-hours where real GPUs
+  ran, else CPU-hours: processes times the cores each was given).
+
+and a third, unit-free one: trial-equivalents (the share of a full-length trial's epochs).
+
+A `Meter` takes a job's run time from the job's own start and end (`JobStatus.started_at`/
+`ended_at`, as the executor measured them); where the executor does not say, from the
+controller's clock between the first poll that saw the job RUNNING and the poll that saw it
+end. Two things are never billed:
 
 - queue time: a job is billed from its own start, never from its submission;
 - time the controller was down: a job whose end the executor does not give, and that ended
@@ -21,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scaleout.core.job import JobState, JobStatus
+from scaleout.core.job import JobState, JobStatus, Layout
 from scaleout.core.plan import Plan
 
 # The lineage keys a Meter reads and writes on an attempt's entry (docs/sweep.md).
@@ -35,7 +46,7 @@ class Budget:
     """How much a sweep may spend: `trials` started trials and, if set, `gpu_hours`."""
 
     trials: int
-    gpu_hours: float | None = None
+    gpu_hours: float | None = None  # at the target scale (estimated on virtual GPUs)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> Budget:
@@ -52,6 +63,66 @@ class Budget:
 
 def gpu_hours(seconds: float, gpus: int) -> float:
     return max(0.0, seconds) * gpus / 3600.0
+
+
+# How a trial's GPU-hours at the target scale were found (`result.gpu_hours_basis`).
+ESTIMATED = "estimated"  # virtual GPUs: the plan's cost basis x the share of epochs run
+MEASURED = "measured"  # real GPUs: the job's run time x the trial's GPU count
+CPU_HOURS, GPU_HOURS = "CPU-hours", "GPU-hours"
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What one trial of a sweep costs, in the three units a user reads.
+
+    `estimated`: the trial runs on virtual GPUs (fewer real processes than the GPUs it stands
+    for, or none of them a GPU), so its run time here says nothing of the GPU-hours at the
+    target; those come from the plan's estimate (`gpu_hours_per_trial`, None when the plan
+    has no cost basis). `here_units` x run time is the compute spent here, in `here_unit`.
+    """
+
+    gpus: int
+    trial_epochs: int
+    estimated: bool
+    gpu_hours_per_trial: float | None
+    here_units: int
+    here_unit: str
+
+    @classmethod
+    def for_run(cls, plan: Plan, layout: Layout, cores_per_process: int = 1) -> Pricing:
+        """The pricing of `plan`'s trials placed as `layout`; `cores_per_process`: the CPU
+        cores each process is given where no GPU runs (the local executor's threads)."""
+        real = layout.use_gpu and layout.world_size >= layout.virtual_gpus
+        units = layout.world_size * (1 if layout.use_gpu else max(1, cores_per_process))
+        return cls(
+            gpus=plan.gpus,
+            trial_epochs=max(1, plan.scale.trial_epochs),
+            estimated=not real,
+            gpu_hours_per_trial=plan.cost.gpu_hours_per_trial,
+            here_units=units,
+            here_unit=GPU_HOURS if layout.use_gpu else CPU_HOURS,
+        )
+
+    @property
+    def basis(self) -> str:
+        return ESTIMATED if self.estimated else MEASURED
+
+    def trial_equivalents(self, epochs: float) -> float:
+        """The share of a full-length trial at the target that `epochs` epochs are."""
+        return max(0.0, float(epochs)) / self.trial_epochs
+
+    def target_gpu_hours(self, *, epochs: float, measured: float) -> float | None:
+        """GPU-hours at the target scale: `measured` (run time x the trial's GPUs) on real
+        GPUs; on virtual GPUs the plan's estimate for the epochs run (None without one)."""
+        if not self.estimated:
+            return measured
+        if self.gpu_hours_per_trial is None:
+            return None
+        return self.gpu_hours_per_trial * self.trial_equivalents(epochs)
+
+    def here_hours(self, seconds: float) -> float:
+        """Compute spent here for `seconds` of run time, in `here_unit`."""
+        return max(0.0, seconds) * self.here_units / 3600.0
 
 
 @dataclass
@@ -120,3 +191,12 @@ class Meter:
         if self.started is None:
             return {}
         return {STARTED_AT: self.started, START_CLOCK: "job" if self.own_start else "controller"}
+
+
+def mlflow_cost_names(basis: str | None, unit: str | None) -> tuple[str, str]:
+    """The MLflow metric names of the two cost figures, labelled by what they are: the
+    target's GPU-hours (`target_gpu_hours_est` where estimated) and the compute spent here
+    (`cpu_hours_here` or `gpu_hours_here`)."""
+    target = "target_gpu_hours_est" if basis == ESTIMATED else "target_gpu_hours"
+    here = "gpu_hours_here" if unit == GPU_HOURS else "cpu_hours_here"
+    return target, here

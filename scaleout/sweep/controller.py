@@ -28,7 +28,7 @@ from scaleout.core.job import JobState, JobStatus, TrialParams, TrialSpec
 from scaleout.core.placement import layout_for
 from scaleout.core.plan import Plan, describe
 from scaleout.executors.base import Executor
-from scaleout.sweep.budget import Budget
+from scaleout.sweep.budget import Budget, Pricing
 from scaleout.sweep.faults import crash_point
 from scaleout.sweep.search import Attr, Searcher, TrialState, TrialView
 from scaleout.sweep.tracking import Tracker
@@ -39,7 +39,8 @@ from scaleout.trainers.base import Trainer
 log = logging.getLogger(__name__)
 # How a finished trial reads in its last attempt's lineage entry, in MLflow and in its event.
 _ATTEMPT_END = {TrialState.COMPLETE: "succeeded", TrialState.PRUNED: "pruned"}
-_MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+# A pruned trial ended as planned (MLflow draws KILLED as a failure); its `state` tag says PRUNED.
+_MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}
 _EVENT_KIND = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
 
 
@@ -94,6 +95,8 @@ class Controller:
         self.on_event = on_event or (lambda e: None)
         cap = executor.capacity()
         self.layout = layout_for(plan.gpus, cap, parallel, procs_per_trial)
+        cores = getattr(executor, "threads_per_job", lambda procs: 1)(self.layout.procs_per_node)
+        self.pricing = Pricing.for_run(plan, self.layout, cores)  # a trial's cost figures
         fit = cap.slots if cap.virtual else cap.gpus // plan.gpus
         self.parallel = max(1, min(parallel, fit)) if parallel else max(1, fit)
         self.max_attempts = plan.space.retries.max_attempts
@@ -144,7 +147,14 @@ class Controller:
     def _active_from(self, view: TrialView) -> Active:
         params = view.attrs.get(Attr.PARAMS) or self._trial_params(view)
         work_dir = self._work_dir(view.number)
-        return Active.from_view(view, params=params, work_dir=work_dir, now=self.clock.now())
+        return Active.from_view(
+            view,
+            params=params,
+            work_dir=work_dir,
+            now=self.clock.now(),
+            pricing=self.pricing,
+            reference=self.plan.reference.metric,
+        )
 
     # -- launching --------------------------------------------------------------------------
     def _may_launch(self) -> bool:
@@ -352,8 +362,8 @@ class Controller:
 
     # -- views ------------------------------------------------------------------------------
     def gpu_hours_used(self, trials: list[TrialView] | None = None) -> float:
-        """GPU-hours billed so far: finished trials' results, plus the running trials'
-        attempts (the current one to now)."""
+        """GPU-hours at the target scale so far (what `budget.gpu_hours` counts; estimated
+        on virtual GPUs): finished trials' results, plus the running trials' (to now)."""
         trials = self.searcher.trials() if trials is None else trials
         done = sum(
             float((t.attrs.get(Attr.RESULT) or {}).get("gpu_hours", 0.0))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleout.core.errors import StateError
+from scaleout.sweep.budget import mlflow_cost_names
 
 SWEEP_TAG = "scaleout.sweep"
 UID_TAG = "scaleout.sweep_uid"
@@ -24,8 +25,26 @@ KIND_TAG = "scaleout.kind"  # "sweep" on the parent run, "trial" on children
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 LEADERBOARD_VIEW = "leaderboard"
 LEADERBOARD_VIEW_TAG = f"mlflow.sharedViewState.{LEADERBOARD_VIEW}"
-LEADERBOARD_METRICS = ("NDS", "mAP", "wall_time_s", "gpu_hours")
-LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio", "gpus", "origin")
+# The saved view's columns, in the order a user ranks by (issue 18): the objective, its % of
+# the reference recipe at its own scale, the three knobs, the cost (the GPU-hours at the
+# target under the name that says how they were found; trial-equivalents where they are not
+# known), the origin and the state tag (a pruned trial reads PRUNED). MLflow's other columns
+# are hidden, and each is just wide enough for its name, so that at 1366 px what a user ranks
+# on is on screen.
+LEADERBOARD_PARAMS = ("lr", "warmup_iters", "min_lr_ratio")
+COST_METRICS = ("target_gpu_hours_est", "target_gpu_hours", "trial_equivalents")
+# MLflow's own columns that stay (pinned left), narrower than its defaults: their grid ids.
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+CREATED_COLUMN = "runDateAndNestInfo"
+PINNED_WIDTHS = {RUN_NAME_COLUMN: 150, CREATED_COLUMN: 100}
+# Columns whose values are wider than their names: COMPLETE, reference.
+VALUE_WIDTHS = {"state": 92, "origin": 80}
+
+
+def column_width(name: str) -> int:
+    """Pixels for a column headed `name`: its name in MLflow's header font (~6.5 px a
+    character) and the header's padding and sort icon, or what its widest value needs."""
+    return VALUE_WIDTHS.get(name, max(72, round(6.5 * len(name)) + 18))
 
 
 def default_tracking_uri(flag: str | None, workspace: Path) -> str:
@@ -41,12 +60,31 @@ def default_artifact_root(workspace: Path) -> str:
     return (workspace / "mlartifacts").as_uri()
 
 
-def leaderboard_view(objective: str = "NDS") -> str:
+def leaderboard_columns(objective: str = "NDS", cost_metric: str | None = None) -> list[str]:
+    """The saved view's column ids, in order. `cost_metric`: the cost the sweep's trial runs
+    log (`target_gpu_hours_est` on virtual GPUs, `target_gpu_hours` on real ones, or
+    `trial_equivalents` where neither is known); None lists all three (MLflow draws only the
+    ones some run logs)."""
+    cost = [cost_metric] if cost_metric else list(COST_METRICS)
+    return [
+        f"metrics.`{objective}`",
+        "metrics.`pct_of_reference`",
+        *(f"params.`{p}`" for p in LEADERBOARD_PARAMS),
+        *(f"metrics.`{m}`" for m in cost),
+        "params.`origin`",
+        "tags.`state`",
+    ]
+
+
+def leaderboard_view(objective: str = "NDS", cost_metric: str | None = None) -> str:
     """The experiment page's state for ranking trials: trial runs only, best first, with the
-    columns a user ranks by (MLflow's shared-view JSON: search facets + UI state)."""
+    columns a user ranks by in that order and wide enough to read their names (MLflow's
+    shared-view JSON: search facets + UI state; `columnOrder` and `columnWidths` take the
+    grid's column ids)."""
     import json
 
-    metrics = dict.fromkeys((objective, *LEADERBOARD_METRICS))
+    cols = leaderboard_columns(objective, cost_metric)
+    widths = {c: column_width(c.split("`")[1]) for c in cols}
     return json.dumps(
         {
             "searchFilter": f"tags.`{KIND_TAG}` = 'trial'",
@@ -56,13 +94,41 @@ def leaderboard_view(objective: str = "NDS") -> str:
             "lifecycleFilter": "Active",
             "modelVersionFilter": "All Runs",
             "datasetsFilter": [],
-            "selectedColumns": [f"metrics.`{m}`" for m in metrics]
-            + [f"params.`{p}`" for p in LEADERBOARD_PARAMS],
+            "selectedColumns": cols,
+            # MLflow's pinned columns first (narrower than its defaults), then the view's own.
+            "columnOrder": [*PINNED_WIDTHS, *cols],
+            "columnWidths": {**PINNED_WIDTHS, **widths},
             "runsExpanded": {},
             "runsPinned": [],
             "runsHidden": [],
         }
     )
+
+
+def parent_run_metrics(headline: Mapping[str, Any]) -> dict[str, float]:
+    """The sweep's headline figures (`results.headline.Headline.to_dict`) as its MLflow parent
+    run logs them: `reference_NDS` (the reference recipe at its own scale), `reference_seed_NDS`
+    (run unchanged at the target), `best_NDS`, `best_pct_of_reference`, `recovered_share`,
+    `drop_share`, `trial_equivalents`, and the two cost figures under names that say which is
+    which (`target_gpu_hours_est` or `target_gpu_hours`; `cpu_hours_here` or
+    `gpu_hours_here`). A figure not known is left out."""
+    m = headline["metric"]
+    target, here = mlflow_cost_names(
+        headline.get("target_gpu_hours_basis"), headline.get("compute_unit_here")
+    )
+    figures = {
+        f"reference_{m}": headline.get(f"reference_{m}"),
+        f"reference_seed_{m}": headline.get(f"reference_seed_{m}"),
+        f"best_{m}": headline.get(f"best_{m}"),
+        "best_pct_of_reference": headline.get("best_pct_of_reference"),
+        "recovered_share": headline.get("recovered_share"),
+        "drop_share": headline.get("drop_share"),
+        "trial_equivalents": headline.get("trial_equivalents"),
+        target: headline.get("target_gpu_hours"),
+        here: headline.get("compute_hours_here"),
+    }
+    # To the digits that mean something: MLflow's tables show every digit logged.
+    return {k: float(f"{v:.4g}") for k, v in _finite(figures).items()}
 
 
 def leaderboard_url(server: str, experiment_id: str) -> str:

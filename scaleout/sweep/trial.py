@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.job import JobHandle, JobState, JobStatus, TrialMetrics
-from scaleout.sweep.budget import ENDED_AT, Meter, gpu_hours
+from scaleout.sweep.budget import ENDED_AT, Meter, Pricing, gpu_hours, mlflow_cost_names
 from scaleout.sweep.search import Attr, TrialView
 
 LOG_TAIL_LINES = 30
@@ -30,9 +30,12 @@ class Active:
     """A RUNNING trial of the study that this controller drives.
 
     `started` is the first submission on the controller's clock (the trial's wall time runs
-    from it); `meter` times the current attempt's job for billing and `billed_gpu_hours`
-    holds what the attempts before it cost. `stored` says the launch facts (origin, work
-    dir, attempt, params) are on the trial.
+    from it); `meter` times the current attempt's job for billing, `billed_gpu_hours` and
+    `billed_run_s` hold what the attempts before it cost. `pricing` turns those into the
+    figures a user reads (GPU-hours at the target, compute spent here, trial-equivalents;
+    without it, GPU-hours are run time x GPUs); `reference` is what the reference recipe
+    scores at its own scale (the plan's `reference.metric`). `stored` says the launch facts
+    (origin, work dir, attempt, params) are on the trial.
     """
 
     number: int
@@ -49,11 +52,21 @@ class Active:
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.UNKNOWN))
     meter: Meter = field(default_factory=Meter)
     billed_gpu_hours: float = 0.0
+    billed_run_s: float = 0.0
     stored: bool = False
+    pricing: Pricing | None = None
+    reference: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_view(
-        cls, view: TrialView, *, params: dict[str, Any], work_dir: Path, now: float
+        cls,
+        view: TrialView,
+        *,
+        params: dict[str, Any],
+        work_dir: Path,
+        now: float,
+        pricing: Pricing | None = None,
+        reference: dict[str, float] | None = None,
     ) -> Active:
         ua = view.attrs
         job = ua.get(Attr.JOB)
@@ -79,7 +92,12 @@ class Active:
             billed_gpu_hours=sum(
                 float(e.get("gpu_hours", 0.0)) for e in lineage if e.get("attempt", 0) < attempt
             ),
+            billed_run_s=sum(
+                float(e.get("run_s", 0.0)) for e in lineage if e.get("attempt", 0) < attempt
+            ),
             stored=Attr.PARAMS in ua,
+            pricing=pricing,
+            reference=dict(reference or {}),
         )
 
     def launch_facts(self) -> dict[str, Any]:
@@ -100,41 +118,84 @@ class Active:
             facts[Attr.SEEN_RUNNING] = {"attempt": self.attempt, "at": self.meter.seen}
         return facts
 
+    @property
+    def epochs_run(self) -> int:
+        """Epochs the trial has reached (its logs, or what was reported before a resume)."""
+        return max(self.logged_epoch, self.metrics.last_epoch)
+
+    def target_gpu_hours(self, now: float, gpus: int) -> float | None:
+        """GPU-hours at the target scale so far: measured (the earlier attempts, and the
+        current one up to `now`), or on virtual GPUs the plan's estimate for the epochs run
+        (None where the plan has no cost basis)."""
+        return self._target(self.billed_gpu_hours + gpu_hours(self.meter.seconds(now), gpus))
+
+    def _target(self, measured: float) -> float | None:
+        if self.pricing is None:
+            return measured
+        return self.pricing.target_gpu_hours(epochs=self.epochs_run, measured=measured)
+
     def gpu_hours(self, now: float, gpus: int) -> float:
-        """Billed so far: the earlier attempts, and the current one up to `now`."""
-        return self.billed_gpu_hours + gpu_hours(self.meter.seconds(now), gpus)
+        """What the budget counts so far: GPU-hours at the target scale (0 where unknown:
+        a plan without a cost basis has no GPU-hour budget either)."""
+        return self.target_gpu_hours(now, gpus) or 0.0
+
+    def here_hours(self, now: float) -> float | None:
+        """Compute spent here so far (in `pricing.here_unit`); None without a pricing."""
+        if self.pricing is None:
+            return None
+        return self.pricing.here_hours(self.billed_run_s + self.meter.seconds(now))
 
     def close_attempt(self, now: float, gpus: int, state: str, reason: str) -> dict[str, Any]:
         """Bill the current attempt and return its lineage facts; the meter starts afresh
-        for the next attempt."""
+        for the next attempt. On virtual GPUs the attempt's run time x GPUs is no GPU-hour
+        figure of the target, so the lineage keeps only the compute it spent here."""
         seconds = self.meter.seconds(now)
         hours = gpu_hours(seconds, gpus)
-        facts = {
+        facts: dict[str, Any] = {
             "ended": now,
             ENDED_AT: self.meter.ended if self.meter.ended is not None else now,
             "state": state,
             "reason": reason,
             "exit_code": self.status.exit_code,
             "run_s": seconds,
-            "gpu_hours": hours,
         }
+        if self.pricing is None or not self.pricing.estimated:
+            facts["gpu_hours"] = hours
+        if self.pricing is not None:
+            facts["compute_hours_here"] = self.pricing.here_hours(seconds)
         self.billed_gpu_hours += hours
+        self.billed_run_s += seconds
         self.meter = Meter()
         return facts
 
     def result(self, now: float, objective: str) -> dict[str, Any]:
-        """The trial's whole-run figures, stored as Attr.RESULT (after `close_attempt`)."""
+        """The trial's whole-run figures, stored as Attr.RESULT (after `close_attempt`).
+
+        `gpu_hours` is the GPU-hours at the target scale (what the budget counts), measured
+        or estimated as `gpu_hours_basis` says; `compute_hours_here` (in `compute_unit_here`)
+        what this machine spent; `trial_equivalents` the share of a full-length trial run;
+        `pct_of_reference` the objective against the reference recipe at its own scale."""
         m = self.metrics
         out: dict[str, Any] = {
             "wall_time_s": now - self.started,
-            "gpu_hours": self.billed_gpu_hours,
             "epochs": float(m.last_epoch),
             "attempts": float(self.attempt),
         }
+        target = self._target(self.billed_gpu_hours)  # every attempt is closed by now
+        if target is not None:
+            out["gpu_hours"] = float(target)
+        if self.pricing is not None:
+            out["gpu_hours_basis"] = self.pricing.basis
+            out["compute_hours_here"] = self.pricing.here_hours(self.billed_run_s)
+            out["compute_unit_here"] = self.pricing.here_unit
+            out["trial_equivalents"] = self.pricing.trial_equivalents(self.epochs_run)
         for key in ("NDS", "mAP", objective):
             v = m.latest(key)
             if v is not None:
                 out[key] = float(v)
+        ref = self.reference.get(objective)
+        if ref and out.get(objective) is not None:
+            out["pct_of_reference"] = 100.0 * out[objective] / ref
         if m.samples_per_s is not None:
             out["samples_per_s"] = float(m.samples_per_s)
         if m.iter_time_s is not None:
@@ -148,12 +209,30 @@ def objective_values(epochs: dict[int, dict[str, float]], objective: str) -> dic
     return {e: float(v) for e, v in values.items() if v is not None and v == v}
 
 
+# What run_figures adds to a trial's MLflow run beside the trainer's own metrics.
+_OWN_FIGURES = frozenset(
+    {"pct_of_reference", "trial_equivalents", "target_gpu_hours_est", "target_gpu_hours"}
+    | {"cpu_hours_here", "gpu_hours_here"}
+)
+
+
 def run_figures(act: Active, result: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """The whole-trial metrics and the artifacts of a finished trial's MLflow run. Per-epoch
     metrics are already in the run's history (its last point is the final value MLflow
     shows), so they are left out."""
     per_epoch = {k for m in act.metrics.epochs.values() for k in m}
     metrics = {k: v for k, v in result.items() if isinstance(v, float) and k not in per_epoch}
+    if act.pricing is not None:
+        # The two cost figures under names that say which is which (docs/analysis.md).
+        target, here = mlflow_cost_names(result.get("gpu_hours_basis"), act.pricing.here_unit)
+        if "gpu_hours" in metrics:
+            metrics[target] = metrics.pop("gpu_hours")
+        if "compute_hours_here" in metrics:
+            metrics[here] = metrics.pop("compute_hours_here")
+    # Figures of our own making, to the digits that mean something: MLflow's table shows
+    # every digit logged, truncated (0.28225861...).
+    for key in metrics.keys() & _OWN_FIGURES:
+        metrics[key] = float(f"{metrics[key]:.4g}")
     artifacts = {"config": str(act.work_dir / "trial_config.py")}
     if act.handle is not None and act.handle.log:
         artifacts["log"] = act.handle.log

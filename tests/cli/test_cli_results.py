@@ -30,16 +30,22 @@ def test_leaderboard_formats(finished_sweep):
     ws, name = finished_sweep
     r = scaleout("leaderboard", name, "--workspace", str(ws), "--format", "json")
     assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert (doc["sweep"], doc["objective"], doc["direction"]) == (name, "NDS", "maximize")
+    assert doc["headline"]["reference_seed_NDS"] is not None  # tiny states no score of its own
+    assert doc["headline"]["reference_NDS"] is None and doc["headline"]["recovered_share"] is None
+    rows = doc["trials"]
     assert [row["rank"] for row in rows] == [1, 2, 3]
     values = [row["objective"] for row in rows]
     assert values == sorted(values, reverse=True)
     assert {row["origin"] for row in rows} == {"reference", "sqrt", "linear"}
     r = scaleout("leaderboard", name, "--workspace", str(ws), "--format", "csv", "--top", "2")
     table = list(csv.DictReader(io.StringIO(r.stdout)))
-    assert len(table) == 2 and {"NDS", "lr", "gpu_hours", "mlflow_run_id"} <= set(table[0])
+    assert len(table) == 2 and {"NDS", "lr", "target_gpu_hours", "mlflow_run_id"} <= set(table[0])
+    assert table[0]["trial"] == rows[0]["trial"] and table[0]["compute_unit_here"] == "CPU-hours"
     r = scaleout("leaderboard", name, "--workspace", str(ws))
-    assert "NDS" in r.stdout and "t00" in r.stdout
+    assert "NDS" in r.stdout and rows[0]["trial"] in r.stdout
+    assert "reference recipe at 16 GPUs: NDS" in r.stdout
 
 
 def test_status(finished_sweep):
@@ -93,7 +99,7 @@ def test_a_moved_workspace_still_answers(finished_sweep, tmp_path):
     assert json.loads(r.stdout)["counts"]["complete"] == 3
     r = scaleout("leaderboard", name, "--workspace", str(moved), "--format", "json")
     assert r.returncode == 0, r.stderr
-    assert [row["rank"] for row in json.loads(r.stdout)] == [1, 2, 3]
+    assert [row["rank"] for row in json.loads(r.stdout)["trials"]] == [1, 2, 3]
     df = load_sweep(name, moved)
     assert len(df) == 3 and df["mATE"].notna().all()
     # The trial folders are read where they are now, not where the study recorded them.

@@ -17,14 +17,35 @@ def _trial(number: int, state: str, origin: str, lr: float, **extra: Any) -> dic
     return {"number": number, "state": state, "origin": origin, "lr": lr, **extra}
 
 
+# On virtual GPUs (the golden plan: 24-epoch trials at 160 GPUs, 0.032 GPU-hours each by its
+# cost basis): each epoch costs 1/24 trial-equivalent, 0.032/24 GPU-hours at the target
+# (estimated) and, here, 150 s of one CPU process.
 TRIALS = [
-    _trial(0, "COMPLETE", "reference", 2e-3, value=0.30, epochs=3),
-    _trial(1, "COMPLETE", "sampled", 9e-3, value=0.35, epochs=3),
-    _trial(2, "PRUNED", "sampled", 3e-2, intermediate={1: 0.10, 2: 0.12}),
-    _trial(3, "FAIL", "sampled", 4e-2, failure={"reason": "exit code 1", "log_tail": "OOM"}),
+    _trial(0, "COMPLETE", "reference", 2e-3, value=0.30, epochs=24),
+    _trial(1, "COMPLETE", "sampled", 9e-3, value=0.35, epochs=24),
+    _trial(2, "PRUNED", "sampled", 3e-2, intermediate={1: 0.10, 2: 0.12}, epochs=2),
+    _trial(
+        3, "FAIL", "sampled", 4e-2, failure={"reason": "exit code 1", "log_tail": "OOM"}, epochs=1
+    ),
     _trial(4, "RUNNING", "sampled", 1e-2, intermediate={1: 0.20}),
     _trial(5, "WAITING", "sampled", 1e-2),
 ]
+PER_TRIAL_GPU_HOURS = 0.032
+EPOCH_S = 150.0
+
+
+def cost_result(epochs: int) -> dict[str, Any]:
+    """What the controller stores of a trial's cost on virtual GPUs after `epochs` epochs."""
+    share = epochs / 24
+    return {
+        "epochs": float(epochs),
+        "wall_time_s": EPOCH_S * epochs,
+        "gpu_hours": PER_TRIAL_GPU_HOURS * share,
+        "gpu_hours_basis": "estimated",
+        "compute_hours_here": EPOCH_S * epochs / 3600,
+        "compute_unit_here": "CPU-hours",
+        "trial_equivalents": share,
+    }
 
 
 def save_sweep(
@@ -76,9 +97,10 @@ def save_sweep(
                 job=json.dumps({"executor": "local", "job_id": str(100 + t["number"])}),
                 mlflow_run_id=f"run{t['number']}",
             )
+        if "epochs" in t:
+            attrs["result"] = cost_result(t["epochs"])
         if "value" in t:
-            attrs["result"] = {"NDS": t["value"], "mAP": t["value"] / 2, "epochs": t["epochs"]}
-            attrs["result"].update(wall_time_s=3600.0, gpu_hours=160.0)
+            attrs["result"].update(NDS=t["value"], mAP=t["value"] / 2)
         if "failure" in t:
             attrs["failure"] = t["failure"]
         study.add_trial(
@@ -98,3 +120,48 @@ def save_sweep(
 def saved_sweep(tmp_path):
     """A factory: saved_sweep(**kwargs) -> the sweep's folder under tmp_path/ws."""
     return lambda **kw: save_sweep(tmp_path / "ws", **kw)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def headline_sweep(tmp_path_factory):
+    """A real 3-trial minibev (tiny) sweep at 16 virtual GPUs whose space file states what the
+    reference recipe scores at its own scale and a cost basis, so every figure of the headline
+    is known: (workspace, name, the sweep's stdout). The reference score is made up (tiny is
+    not calibrated): the test checks the figures' plumbing and wording, not their values."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("headline")
+    space = (REPO / "search_spaces" / "lr_scaling.yaml").read_text()
+    space = space.replace("  preset: small", "  preset: tiny")
+    space += "reference:\n  metric: {NDS: 0.5, mAP: 0.3}\n  sample_time_s: 0.003\n"
+    (root / "headline.yaml").write_text(space)
+    ws, name = root / "ws", "headline"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scaleout",
+            "sweep",
+            "--gpus",
+            "16",
+            "--space",
+            str(root / "headline.yaml"),
+            "--trials",
+            "3",
+            "--name",
+            name,
+            "--workspace",
+            str(ws),
+            "--poll-interval",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return ws, name, r.stdout

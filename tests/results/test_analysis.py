@@ -131,7 +131,9 @@ def test_across_sweeps_and_best_vs_rules(finished_sweep, unfinished):
     assert table.iloc[0, 0] == pytest.approx(best["lr"])
     assert table.loc["lr", "best / sqrt"] == pytest.approx(best["lr_vs_sqrt"])
     c = queries.cost(df)
-    assert c["gpu_hours"] == pytest.approx(df["gpu_hours"].sum()) and c["sweep_wall_time_s"] > 0
+    assert c["trial_equivalents"] == pytest.approx(3.0) and c["sweep_wall_time_s"] > 0
+    # tiny has no cost basis: on virtual GPUs the GPU-hours at the target are not known.
+    assert c["target_gpu_hours"] is None and c["compute_unit_here"] == "CPU-hours"
 
 
 def test_unknown_sweep_lists_the_ones_that_exist(finished_sweep):
@@ -193,6 +195,11 @@ def test_the_sweep_published_its_plots_and_leaderboard(finished_sweep):
     exp = client.get_experiment_by_name(name)
     view = json.loads(exp.tags[LEADERBOARD_VIEW_TAG])
     assert "metrics.`NDS`" in view["selectedColumns"] and view["orderByKey"] == "metrics.`NDS`"
+    # No cost basis (tiny): the view's cost is the trial-equivalents the trial runs log.
+    assert "metrics.`trial_equivalents`" in view["selectedColumns"]
+    parent_metrics = client.get_run(parent).data.metrics
+    assert parent_metrics["trial_equivalents"] == pytest.approx(3.0)
+    assert "reference_NDS" not in parent_metrics  # tiny states no score of its own
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 

@@ -28,7 +28,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=2200,900",  # wide enough that the grid renders every leaderboard column
+    "--window-size=1366,900",  # a laptop's screen: the view's columns must fit it
 ]
 
 
@@ -58,9 +58,32 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def _add_pruned_run(ws: Path, name: str) -> None:
+    """A pruned trial's run as the controller ends one (its MLflow status and tags), so the
+    view shows how a pruned trial reads next to completed ones."""
+    from scaleout.sweep.controller import _MLFLOW_STATUS
+    from scaleout.sweep.search import TrialState
+    from scaleout.sweep.tracking import MlflowTracker
+    from scaleout.sweep.workspace import SweepStore
+
+    store = SweepStore.open(name, ws)
+    tracker = MlflowTracker(store.mlflow_uri())
+    parent = store.study_attrs()["mlflow_parent_run_id"]
+    params = {"lr": 0.05, "warmup_iters": 3, "min_lr_ratio": 2e-4, "origin": "sampled"}
+    run = tracker.start_trial(parent, 99, "t099 lr=5.0e-02 wu=3", params, {"origin": "sampled"})
+    tracker.log_epochs(run, {1: {"NDS": 0.004}})
+    tracker.finish_trial(
+        run,
+        _MLFLOW_STATUS[TrialState.PRUNED],
+        {"trial_equivalents": 0.3333, "pct_of_reference": 0.8},
+        {"state": "PRUNED", "reason": "pruned at epoch 1 by the median pruner"},
+        {},
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.browser
-def test_mlflow_leaderboard_in_chromium(finished_sweep):
+def test_mlflow_leaderboard_in_chromium(headline_sweep, tmp_path):
     pytest.importorskip("selenium", reason="pip install selenium (tests/run.sh does)")
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("needs Debian chromium and chromium-driver (tests/run.sh installs them)")
@@ -72,7 +95,10 @@ def test_mlflow_leaderboard_in_chromium(finished_sweep):
     from scaleout.cli.commands.ui import mlflow_server_argv
     from scaleout.sweep.tracking import default_artifact_root, leaderboard_url
 
-    ws, name = finished_sweep
+    made, name, _ = headline_sweep
+    ws = tmp_path / "ws"  # a copy: the pruned run added here stays out of the session's sweep
+    shutil.copytree(made, ws, ignore=shutil.ignore_patterns("trials"))
+    _add_pruned_run(ws, name)
     port = _free_port()
     server = f"http://127.0.0.1:{port}"
     argv = mlflow_server_argv(
@@ -111,13 +137,45 @@ def test_mlflow_leaderboard_in_chromium(finished_sweep):
             if button.is_displayed():
                 button.click()
         time.sleep(1.5)
-        body = driver.find_element(By.TAG_NAME, "body").text
-        assert "sweep done" not in body  # the parent run is filtered out: trials only
-        for column in ("NDS", "mAP", "gpu_hours", "wall_time_s", "lr", "warmup_iters", "origin"):
-            assert column in body, column
         ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "mlflow_leaderboard.png"
+        shot = ARTIFACTS / "mlflow_leaderboard.png"  # first: it shows what a failure says
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "sweep headline" not in body  # the parent run is filtered out: trials only
+        headers = {
+            h.text.strip(): h
+            for h in driver.find_elements(By.XPATH, "//*[@role='columnheader']")
+            if h.text.strip()
+        }
+        order = [
+            "NDS",
+            "pct_of_reference",
+            "lr",
+            "warmup_iters",
+            "min_lr_ratio",
+            "target_gpu_hours_est",
+            "origin",
+            "state",
+        ]
+        missing = [c for c in order if c not in headers]
+        assert not missing, (missing, sorted(headers))
+        xs = [headers[c].location["x"] for c in order]
+        assert xs == sorted(xs), dict(zip(order, xs, strict=True))
+        width = driver.execute_script("return window.innerWidth")
+        for c in order:  # what a user ranks on is on screen without scrolling
+            h = headers[c]
+            assert h.location["x"] + h.size["width"] <= width, (c, h.location, width)
+        for hidden in ("mAP", "wall_time_s", "gpus", "cpu_hours_here", "trial_equivalents"):
+            assert hidden not in headers, hidden
+        # A pruned trial reads as pruned: its state says so and its run is not a failure.
+        assert "PRUNED" in body and "t099 lr=" in body
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+        (pruned,) = client.search_runs(
+            [exp["experiment"]["experiment_id"]], "tags.`state` = 'PRUNED'"
+        )
+        assert pruned.info.status == "FINISHED"
     finally:
         if driver is not None:
             driver.quit()

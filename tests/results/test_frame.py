@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from scaleout.results import frame, queries
@@ -30,7 +31,25 @@ def test_rows_in_leaderboard_order_from_the_study_alone(saved_sweep):
     assert queries.totals(df) == {"complete": 2, "pruned": 1, "running": 1, "fail": 1}
     store = SweepStore.open("hand", d.parent)
     rows = leaderboard_rows(store.records(), store.objective, store.direction)
-    assert [r["trial"] for r in rows] == list(df["trial"])  # one order for both views
+    assert [r["number"] for r in rows] == list(df["trial"])  # one order for both views
+    # Cost and the reference: the golden plan's 0.032 GPU-hours a 24-epoch trial, estimated
+    # (virtual GPUs), NDS 0.384 at 8 GPUs.
+    best = df.iloc[0]
+    assert best["pct_of_reference"] == pytest.approx(100 * 0.35 / 0.384)
+    assert best["trial_equivalents"] == 1.0 and best["target_gpu_hours"] == pytest.approx(0.032)
+    assert (
+        best["target_gpu_hours_basis"] == "estimated" and best["compute_unit_here"] == "CPU-hours"
+    )
+    assert pruned["trial_equivalents"] == pytest.approx(2 / 24)
+    running = df[df["state"] == "RUNNING"].iloc[0]  # its epoch so far, priced as the others
+    assert running["trial_equivalents"] == pytest.approx(1 / 24)
+    assert running["target_gpu_hours"] == pytest.approx(0.032 / 24)
+    assert pd.isna(running["compute_hours_here"])
+    c = queries.cost(df)
+    assert c["trial_equivalents"] == pytest.approx(2 + 4 / 24)
+    assert c["target_gpu_hours"] == pytest.approx(0.032 * (2 + 4 / 24))
+    assert (c["target_gpu_hours_basis"], c["compute_unit_here"]) == ("estimated", "CPU-hours")
+    assert df.attrs["headline"]["recovered_share"] == pytest.approx(0.05 / 0.084)
 
 
 def test_epochs_without_mlflow_are_the_studys_intermediate_values(saved_sweep):
@@ -51,7 +70,7 @@ def test_a_new_knob_in_the_plan_shows_up_everywhere(saved_sweep):
     store = SweepStore.open("hand", d.parent)
     rows = leaderboard_rows(store.records(), "NDS", "maximize", knobs=store.knobs)
     header = next(csv.reader(io.StringIO(to_csv(rows, store.knobs))))
-    assert header[7:12] == ["lr", "warmup_iters", "min_lr_ratio", "weight_decay", "seed"]
+    assert header[8:13] == ["lr", "warmup_iters", "min_lr_ratio", "weight_decay", "seed"]
     assert json.loads(to_json(rows, store.knobs))[0]["weight_decay"] == pytest.approx(0.055)
     titles = [c.header for c in rich_table(rows, "NDS", knobs=store.knobs).columns]
     assert "weight_decay" in titles and "warmup" in titles

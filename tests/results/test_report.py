@@ -48,7 +48,10 @@ def test_report_html_and_markdown(finished_sweep, tmp_path, scaleout):
     assert "http://" not in page and "https://" not in page
     for section in ("Plan", "Leaderboard", "Plots", "Best trial against the rules", "Failures"):
         assert f"<h2>{section}</h2>" in page
-    assert "<h2>Cost</h2>" in page and "GPU-hours spent" in page
+    assert "<h2>Cost</h2>" in page and "trial-equivalents (one full-length trial" in page
+    assert "CPU-hours spent here" in page and "GPU-hours at 16 GPUs (not known" in page
+    # tiny states no score of its own: the headline says what it cannot say.
+    assert "<p class='headline'>" in page and "is not known, so the share" in page
     for t in ("t000", "t001", "t002"):
         assert t in page
     assert "sqrt rule" in page or "sqrt" in page
@@ -81,3 +84,15 @@ def test_report_bad_input(finished_sweep, tmp_path, scaleout):
     assert r.returncode == 3 and "no MLflow store at" in r.stderr and "Traceback" not in r.stderr
     r = scaleout("report", name, "--workspace", str(ws), "--no-mlflow", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
+
+
+def test_report_says_the_headline_in_words(headline_sweep, tmp_path, scaleout):
+    ws, name, _ = headline_sweep
+    r = scaleout("report", name, "--workspace", str(ws), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "The reference recipe scores NDS 0.500 at 8 GPUs" in page
+    assert "of that drop" in page and "3.0 trial-equivalents" in page
+    assert "GPU-hours at 16 GPUs (estimated from the plan&#x27;s cost basis)" in page
+    assert (tmp_path / "nds_vs_gpus.png").is_file()
+    assert "nds_vs_gpus.png" in (tmp_path / "report.md").read_text()

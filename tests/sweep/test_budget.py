@@ -1,11 +1,16 @@
-"""The stop criterion and the meter that prices a job's run time (pure: no clock, no I/O)."""
+"""The stop criterion, the meter that prices a job's run time, and the pricing that turns it
+into the figures a user reads (pure: no clock, no I/O)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
-from scaleout.core.job import JobState, JobStatus
-from scaleout.sweep.budget import Budget, Meter, gpu_hours
+from scaleout.core.job import JobState, JobStatus, Layout, TrialMetrics
+from scaleout.sweep.budget import Budget, Meter, Pricing, gpu_hours, mlflow_cost_names
+from scaleout.sweep.trial import Active, run_figures
 
 PENDING = JobStatus(JobState.PENDING)
 RUNNING = JobStatus(JobState.RUNNING)
@@ -78,3 +83,94 @@ def test_an_ended_record_stays_ended():
     m = Meter.from_record({"started_at": 0.0, "start_clock": "job", "ended_at": 60.0})
     m.observe(JobStatus(JobState.SUCCEEDED, started_at=0.0, ended_at=99.0), now=500.0)
     assert m.seconds(500.0) == 60.0
+
+
+# -- Pricing: GPU-hours at the target, compute spent here, trial-equivalents ---------------
+def _plan(per_trial=0.032, epochs=24, gpus=160):
+    """What Pricing reads of a Plan: the target, the trial length and the cost estimate."""
+    return SimpleNamespace(
+        gpus=gpus,
+        scale=SimpleNamespace(trial_epochs=epochs),
+        cost=SimpleNamespace(gpu_hours_per_trial=per_trial),
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "estimated", "units", "unit"),
+    [
+        (Layout(1, 1, 160, use_gpu=False), True, 2, "CPU-hours"),  # 1 process x 2 cores
+        (Layout(1, 8, 160, use_gpu=True), True, 8, "GPU-hours"),  # 8 real GPUs stand for 160
+        (Layout(20, 8, 160, use_gpu=True), False, 160, "GPU-hours"),  # the real thing
+        (Layout(20, 2, 160, use_gpu=False), True, 80, "CPU-hours"),  # fewer procs than GPUs
+    ],
+)
+def test_pricing_says_whether_the_target_gpu_hours_are_measured(layout, estimated, units, unit):
+    p = Pricing.for_run(_plan(), layout, cores_per_process=2)
+    assert (p.estimated, p.here_units, p.here_unit) == (estimated, units, unit)
+    assert p.basis == ("estimated" if estimated else "measured")
+
+
+def test_virtual_gpus_take_the_plans_estimate_for_the_epochs_run():
+    # The issue's case: a sweep planned at 0.032 GPU-hours a trial must not report 160 x its
+    # CPU wall time. Half the epochs of a trial cost half the plan's estimate.
+    p = Pricing.for_run(_plan(), Layout(1, 1, 160, use_gpu=False))
+    assert p.target_gpu_hours(epochs=12, measured=65.0) == pytest.approx(0.016)
+    assert p.trial_equivalents(12) == 0.5 and p.trial_equivalents(24) == 1.0
+    assert p.here_hours(1800.0) == pytest.approx(0.5)  # 1 process, 1 core: CPU-hours
+    real = Pricing.for_run(_plan(), Layout(20, 8, 160, use_gpu=True))
+    assert real.target_gpu_hours(epochs=12, measured=65.0) == 65.0
+    unknown = Pricing.for_run(_plan(per_trial=None), Layout(1, 1, 160, use_gpu=False))
+    assert unknown.target_gpu_hours(epochs=12, measured=65.0) is None
+
+
+def _active(pricing, epochs=0, reference=None):
+    a = Active(
+        number=3,
+        origin="sampled",
+        params={},
+        work_dir=Path("/w"),
+        attempt=1,
+        run_id="r",
+        handle=None,
+        started=0.0,
+        pricing=pricing,
+        reference=reference or {},
+    )
+    a.metrics = TrialMetrics(epochs={e: {"NDS": 0.1 * e} for e in range(1, epochs + 1)})
+    a.meter = Meter(started=0.0, own_start=True)
+    return a
+
+
+def test_a_virtual_trials_figures_and_mlflow_names():
+    p = Pricing.for_run(_plan(epochs=4), Layout(1, 1, 160, use_gpu=False))
+    a = _active(p, epochs=2, reference={"NDS": 0.4})
+    assert a.gpu_hours(3600.0, 160) == pytest.approx(0.016)  # what the budget counts
+    assert a.here_hours(3600.0) == pytest.approx(1.0)
+    facts = a.close_attempt(3600.0, 160, "pruned", "pruned at epoch 2")
+    assert "gpu_hours" not in facts  # 160 x CPU time is no GPU-hour figure of anything
+    assert facts["compute_hours_here"] == pytest.approx(1.0)
+    res = a.result(3600.0, "NDS")
+    assert res["gpu_hours"] == pytest.approx(0.016) and res["gpu_hours_basis"] == "estimated"
+    assert res["compute_unit_here"] == "CPU-hours" and res["trial_equivalents"] == 0.5
+    assert res["pct_of_reference"] == pytest.approx(50.0)
+    metrics, _ = run_figures(a, res)
+    assert metrics["target_gpu_hours_est"] == pytest.approx(0.016)
+    assert metrics["cpu_hours_here"] == pytest.approx(1.0)
+    assert "gpu_hours" not in metrics and metrics["trial_equivalents"] == 0.5
+
+
+def test_a_real_gpu_trial_measures_both_figures():
+    p = Pricing.for_run(_plan(epochs=4), Layout(20, 8, 160, use_gpu=True))
+    a = _active(p, epochs=4)
+    a.close_attempt(1800.0, 160, "succeeded", "completed")
+    res = a.result(1800.0, "NDS")
+    assert res["gpu_hours"] == pytest.approx(80.0) and res["gpu_hours_basis"] == "measured"
+    assert res["compute_hours_here"] == pytest.approx(80.0) and "pct_of_reference" not in res
+    metrics, _ = run_figures(a, res)
+    assert metrics["target_gpu_hours"] == pytest.approx(80.0)
+    assert metrics["gpu_hours_here"] == pytest.approx(80.0)
+
+
+def test_mlflow_cost_names():
+    assert mlflow_cost_names("estimated", "CPU-hours") == ("target_gpu_hours_est", "cpu_hours_here")
+    assert mlflow_cost_names("measured", "GPU-hours") == ("target_gpu_hours", "gpu_hours_here")

@@ -68,6 +68,7 @@ class World:
     failures: dict[str, int] = field(default_factory=dict)  # job name -> epoch it dies at
     queue_s: float = 0.0  # each job waits this long in the queue before it runs
     own_times: bool = False  # the executor reports each job's own start and end
+    real_gpus: bool = False  # trials run on real GPUs (billed by run time), not virtual ones
 
     def nds(self, lr: float, epoch: int) -> float:
         # Best near lr = 1e-3, improving with epochs: a smooth, deterministic landscape.
@@ -104,6 +105,8 @@ class FakeExecutor:
         self.cancelled: list[str] = []
 
     def capacity(self) -> Capacity:
+        if self.world.real_gpus:  # room for `slots` trials of 160 GPUs at once
+            return Capacity(nodes=1, gpus_per_node=160 * self.slots, slots=self.slots)
         return Capacity(nodes=1, gpus_per_node=0, slots=self.slots, virtual=True)
 
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
@@ -327,7 +330,8 @@ def test_pruning_cancels_the_job(tmp_path, world):
     for t in pruned:
         name = f"s-t{t.number:03d}-a1"
         assert name in ex.cancelled
-        assert c.tracker.runs[f"trial-{t.number}"]["status"] == "KILLED"
+        run = c.tracker.runs[f"trial-{t.number}"]  # ended as planned: not drawn as a failure
+        assert run["status"] == "FINISHED" and run["tags"]["state"] == "PRUNED"
 
 
 def test_resume_reattaches_running_jobs_and_does_not_rerun_finished(tmp_path, world):
@@ -510,8 +514,9 @@ def test_every_pruner_prunes_poor_trials(tmp_path, world, pruner):
 
 def test_gpu_hour_budget_stops_launching(tmp_path, world):
     # The plan estimates 0.8 GPU-hours a trial (0.1 h x 8 GPUs), so a 4 GPU-hour budget plans
-    # 5 trials; the fake trials really take 40 s x 160 GPUs = 1.8 GPU-hours each, and the
-    # controller stops launching once the hours are spent, before the 5th.
+    # 5 trials; on real GPUs the fake trials really take 40 s x 160 GPUs = 1.8 GPU-hours each,
+    # and the controller stops launching once the hours are spent, before the 5th.
+    world.real_gpus = True
     c = make_with(
         tmp_path, world, {"budget": {"trials": 10, "gpu_hours": 4}}, trials=10, wall_time_h=0.1
     )
@@ -522,6 +527,21 @@ def test_gpu_hour_budget_stops_launching(tmp_path, world):
     assert c.gpu_hours_used() >= 4.0
     for t in done:
         assert t.user_attrs[Attr.RESULT]["gpu_hours"] == pytest.approx(40 * 160 / 3600, rel=0.2)
+
+
+def test_a_gpu_hour_budget_on_virtual_gpus_counts_the_plans_estimate(tmp_path, world):
+    # Virtual GPUs: 160 x the CPU time is no GPU-hour figure; each full trial counts the
+    # plan's 0.8 GPU-hours, so the 4 GPU-hour budget buys exactly the 5 trials it planned.
+    c = make_with(
+        tmp_path, world, {"budget": {"trials": 10, "gpu_hours": 4}}, trials=10, wall_time_h=0.1
+    )
+    c.run()
+    done = [t for t in c.searcher.study.get_trials() if t.state.is_finished()]
+    assert len(done) == 5 and c.gpu_hours_used() == pytest.approx(4.0)
+    for t in done:
+        res = t.user_attrs[Attr.RESULT]
+        assert res["gpu_hours"] == pytest.approx(0.8) and res["gpu_hours_basis"] == "estimated"
+        assert res["trial_equivalents"] == 1.0 and res["compute_unit_here"] == "CPU-hours"
 
 
 def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
@@ -547,6 +567,7 @@ def test_fixed_seed_epochs_and_warmup_ratio_reach_the_trainer(tmp_path, world):
 # -- GPU time is priced from each job's own run time (docs/sweep.md, "The budget") ---------
 def _half_hour_jobs(world):
     world.epoch_s = 450.0  # 4 epochs: each job runs 0.5 h
+    world.real_gpus = True
 
 
 def test_queue_time_is_not_billed(tmp_path, world):
@@ -613,7 +634,7 @@ def test_downtime_without_the_jobs_own_times_bills_to_the_last_sighting(tmp_path
 
 
 def test_a_retried_trial_bills_each_attempt(tmp_path, world):
-    world.own_times = True
+    world.own_times, world.real_gpus = True, True
     world.failures["s-t000-a1"] = 2  # attempt 1 runs 2 epochs, attempt 2 the other 2
     c, _, _ = make(tmp_path, world, trials=1)
     c.run()
