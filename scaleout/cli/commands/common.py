@@ -21,6 +21,19 @@ def positive_int(flag: str):
     return parse
 
 
+def nonnegative_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be 0 or more, got {value}")
+        return value
+
+    return parse
+
+
 def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpus",
@@ -89,3 +102,18 @@ def load_plan(args: argparse.Namespace):
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+WORKSPACE_HELP = "where sweeps live (default: $SCALEOUT_WORKSPACE, else ./scaleout-workspace)"
+
+
+def add_workspace_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workspace", metavar="DIR", help=WORKSPACE_HELP)
+
+
+def sweep_trainer(meta: dict[str, Any]) -> Any:
+    """The trainer adapter a saved sweep runs with (sweep.json's `trainer`), as the controller
+    builds it: it reads the trials' own logs and spells their values in the trainer's keys."""
+    from scaleout.sweep.session import trainer_from_choice
+
+    return trainer_from_choice(meta["trainer"])
