@@ -164,3 +164,20 @@ def test_the_links_come_last_and_a_signal_ends_every_process(sig, tmp_path):
     assert len(rest.splitlines()) <= 1, rest
     assert _session_members(sessions) == []
     assert _refused(port)
+
+
+def test_without_the_ui_extra_it_says_how_to_install(monkeypatch, tmp_path, capsys):
+    """The base install has MLflow's tracking client (mlflow-skinny) only."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "mlflow":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    (tmp_path / "mlflow.db").touch()
+    assert main(["ui", "--workspace", str(tmp_path), "--port", "0"]) == 2
+    assert "pip install 'scaleout[ui]'" in capsys.readouterr().err

@@ -39,13 +39,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
         "--gpus",
         type=positive_int("--gpus"),
         required=True,
-        help="target GPU count (data-parallel), e.g. 160",
+        help="target GPU count (data-parallel), e.g. 160 (required)",
     )
     p.add_argument(
         "--space",
         required=True,
         metavar="FILE",
-        help="search-space YAML, e.g. search_spaces/lr_scaling.yaml",
+        help="search-space YAML, e.g. search_spaces/lr_scaling.yaml (required)",
     )
     p.add_argument(
         "--samples-per-gpu",
@@ -60,18 +60,40 @@ def add_trainer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--trainer",
         default=None,
-        help="minibev, mmengine, bevformer (mmcv 1.x), easycv, petr or command",
+        help="minibev, mmengine, bevformer (mmcv 1.x), easycv, petr or command (default: the "
+        "space file's trainer.name, else minibev)",
     )
-    g.add_argument("--preset", default=None, help="minibev preset: tiny, small (default), base")
-    g.add_argument("--config", default=None, help="the trainer's config file (relative to --repo)")
-    g.add_argument("--repo", default=None, help="the trainer's repository checkout")
-    g.add_argument("--profile", default=None, help="a command-trainer profile YAML")
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="minibev preset: tiny (a plumbing check in seconds), small, base (default: the "
+        "space file's trainer.preset, else small)",
+    )
+    g.add_argument(
+        "--config",
+        default=None,
+        help="the trainer's config file, relative to --repo (default: the space file's "
+        "trainer.config; minibev: the preset's)",
+    )
+    g.add_argument(
+        "--repo",
+        default=None,
+        help="the trainer's repository checkout (default: the space file's trainer.repo, "
+        "else the folder above --config that holds tools/train.py)",
+    )
+    g.add_argument(
+        "--profile",
+        default=None,
+        help="a command-trainer profile: a YAML file or a shipped name (default: the space "
+        "file's trainer.profile)",
+    )
     g.add_argument(
         "--reference-gpus",
         type=positive_int("--reference-gpus"),
         default=None,
         help="the GPU count the trainer's config was tuned at, when neither the "
-        "config nor the space file says (BEVFormer's recipe: 8)",
+        "config nor the space file says (BEVFormer's recipe: 8; default: the space file's "
+        "reference.gpus, else the config's)",
     )
 
 

@@ -10,9 +10,17 @@ HELP = "rank a sweep's trials by the objective (table, csv or json)"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help=HELP, description=HELP + ".")
     p.add_argument("name", help="the sweep's name")
-    p.add_argument("--workspace", help="default: $SCALEOUT_WORKSPACE or ./scaleout-workspace")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--top", type=int, default=None, help="show only the best N")
+    p.add_argument(
+        "--workspace",
+        help="where sweeps live (default: $SCALEOUT_WORKSPACE, else ./scaleout-workspace)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (the terminal's width), csv or json (default: table)",
+    )
+    p.add_argument("--top", type=int, default=None, help="show only the best N (default: all)")
     p.set_defaults(run=run)
 
 

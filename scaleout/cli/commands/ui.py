@@ -26,10 +26,11 @@ from typing import Any
 
 HELP = "serve the MLflow UI for the workspace's sweeps on 127.0.0.1 (--optuna: the study too)"
 DESCRIPTION = """\
-Serve the MLflow UI for the workspace's sweeps. Each sweep's experiment has a
-'leaderboard' view: the trial runs ranked by the objective with the columns to rank by;
-the command prints its address for every sweep once the server answers. Ctrl-C (or
-SIGTERM) stops it and every process it started.
+Serve the MLflow UI for the workspace's sweeps (the ui extra: pip install
+'scaleout[ui]'). Each sweep's experiment has a 'leaderboard' view: the trial runs ranked
+by the objective with the columns to rank by; the command prints its address for every
+sweep once the server answers. Ctrl-C (or SIGTERM) stops it and every process it
+started.
 
 A port already in use is refused before anything starts (exit 2, naming the process
 that holds it where this machine says); --port 0 takes a free port.
@@ -151,6 +152,23 @@ def optuna_storage(root, name: str | None) -> tuple[str, str]:  # type: ignore[n
     from scaleout.sweep.workspace import SweepStore
 
     return name, SweepStore.open(name, root).storage_url
+
+
+def require_server() -> None:
+    """The MLflow server and UI come with the full `mlflow` package (the ui extra); the base
+    install has the tracking client (mlflow-skinny) only, see pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from scaleout.core.errors import UsageError
+
+    try:
+        version("mlflow")
+    except PackageNotFoundError:
+        raise UsageError(
+            "scaleout ui needs the MLflow server and UI, which the base install leaves out "
+            "(it has MLflow's tracking client only)",
+            hint="pip install 'scaleout[ui]' (in a checkout: pip install -e '.[ui]')",
+        ) from None
 
 
 # -- ports ---------------------------------------------------------------------------------------
@@ -364,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no MLflow store in {root} yet: run a sweep first, or give --workspace / --mlflow-uri"
         )
+    require_server()
     study = optuna_storage(root, args.name) if args.optuna else None
     port = claim_port(args.host, args.port, "--port")
     optuna_port = claim_port(args.host, args.optuna_port, "--optuna-port") if study else None
