@@ -10,8 +10,8 @@ from scaleout.cli.commands.common import add_workspace_arg, print_json
 
 HELP = "list the workspace's sweeps: state, trials, best objective and GPU-hours"
 DESCRIPTION = """\
-List the sweeps of a workspace, one line each: its state, trials done of the budget, the
-best completed trial and the GPU-hours billed so far.
+List the sweeps of a workspace, one line each: its state, trials started of the budget,
+the best completed trial and the GPU-hours its finished trials billed.
 
 states:
   running      a controller holds the sweep now (pid and host in --json)
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(s["sweep"], "[red]unreadable[/]", "-", s["reason"][:60], "-", "-", created)
             continue
         n = s["counts"]
-        trials = f"{n['complete']}/{s['budget']}" + (
+        trials = f"{s['started']}/{s['budget']}" + (
             f" ({n['running']} running)" if n["running"] else ""
         )
         best = s["best"]
