@@ -105,6 +105,23 @@ def test_best_for_bevformer_is_the_mmcv_adapters_cfg_options(tmp_path, capsys):
     assert "optimizer.lr=0.009" in expected and "lr_config.warmup_iters=24" in expected
 
 
+def test_best_for_easycv_names_the_generated_config(tmp_path, capsys):
+    """EasyCV's train.py takes no --cfg-options (its trials train from a generated config):
+    cfg-options refuses and says so; yaml lists the keys that config sets."""
+    import yaml
+
+    ws = tmp_path / "ws"
+    save_sweep(ws)
+    config = "configs/detection3d/bevformer/bevformer_base_r101_dcn_nuscenes.py"
+    easycv = TESTS / "fixtures" / "easycv"
+    _set_meta(ws, "hand", trainer={"name": "easycv", "config": config, "repo": str(easycv)})
+    assert main(["best", "hand", "--workspace", str(ws)]) == 2
+    assert "takes no --cfg-options" in capsys.readouterr().err
+    assert main(["best", "hand", "--workspace", str(ws), "--format", "yaml"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["overrides"]["optimizer.lr"] == 9e-3 and "cfg_options" not in data
+
+
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_best_yaml_and_json_carry_values_and_overrides(ws, fmt, capsys):
     import yaml

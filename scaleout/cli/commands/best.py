@@ -201,7 +201,8 @@ def describe(store: Any, record: Any, trainer: Any, pairs: list[tuple[str, Any]]
     }
     if pairs is not None:
         out["overrides"] = {k: v for k, v in pairs}
-        out["cfg_options"] = cfg_options(pairs)
+        if getattr(trainer, "overrides", "cfg-options") == "cfg-options":
+            out["cfg_options"] = cfg_options(pairs)
     out["work_dir"] = str(work) if work else None
     out["config"] = str(config) if config is not None and config.exists() else None
     out["mlflow_run_id"] = record.run_id
@@ -217,7 +218,10 @@ def run(args: argparse.Namespace) -> int:
     record = pick(store, args.trial)
     params = trial_params(record, store.meta)
     if args.format == "cfg-options":
-        print(cfg_options(overrides(sweep_trainer(store.meta), params)))
+        trainer = sweep_trainer(store.meta)
+        pairs = overrides(trainer, params)
+        _takes_cfg_options(trainer, record)
+        print(cfg_options(pairs))
         _epochs_note(store, params)
         return 0
     try:  # the values print without the trainer; its overrides need its config
@@ -234,6 +238,22 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(data, sort_keys=False, width=1_000_000), end="")
     return 0
+
+
+def _takes_cfg_options(trainer: Any, record: Any) -> None:
+    """EasyCV's train.py has no --cfg-options: its trials train from a generated config that
+    inherits the recipe (the mmcv adapter's `overrides: config`)."""
+    from scaleout.core.errors import UsageError
+
+    if getattr(trainer, "overrides", "cfg-options") != "config":
+        return
+    config = record.work_dir / "trial_config.py" if record.work_dir is not None else None
+    where = f" ({config})" if config is not None and config.exists() else ""
+    raise UsageError(
+        f"the {trainer.name} trainer's train script takes no --cfg-options: its trials train "
+        f"from a generated config that inherits the recipe{where}",
+        hint="--format yaml or --format json lists the keys that config sets",
+    )
 
 
 def _epochs_note(store: Any, params: Any) -> None:
