@@ -11,7 +11,7 @@ from typing import TextIO
 from scaleout import __version__
 from scaleout.core.errors import ScaleoutError
 
-COMMANDS = ("plan", "sweep", "status", "leaderboard", "ui", "report")
+COMMANDS = ("plan", "sweep", "status", "list", "best", "leaderboard", "cancel", "report", "ui")
 LOG_LEVELS = ("warning", "info", "debug")
 LOG_HELP = "what scaleout logs to stderr (default: warning); debug shows every Slurm and Ray call"
 

@@ -32,6 +32,30 @@ def execute(name: str, env: dict[str, str], cwd: Path):
     return nb
 
 
+def all_text(nb) -> str:
+    """Every output's text: streams (print, tqdm without widgets) and text/plain reprs."""
+    out = []
+    for c in nb.cells:
+        if c.cell_type == "code":
+            for o in c.outputs:
+                out.append(o.get("text", "") + o.get("data", {}).get("text/plain", ""))
+    return "\n".join(out)
+
+
+def find_workspace_cell(name: str):
+    """The notebook's find_workspace, run from its own cell (no kernel)."""
+    nb = json.loads((NOTEBOOKS / name).read_text())
+    code = next(
+        "".join(c["source"]) for c in nb["cells"] if "def find_workspace" in "".join(c["source"])
+    )
+    code = code[: code.index("ROOT = ")]  # the definition, not its use
+    import scaleout
+
+    scope: dict = {"Path": Path, "scaleout": scaleout}  # the parameters cell imports them
+    exec(compile(code, name, "exec"), scope)
+    return scope["find_workspace"]
+
+
 def outputs(nb, kind: str) -> list:
     return [
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind in o.get("data", {})
@@ -46,6 +70,39 @@ def test_committed_without_outputs(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
     params = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1 and "os.environ.get" in "".join(params[0]["source"])
+
+
+@pytest.mark.parametrize("name", ["sweep_analysis.ipynb", "scaling_study.ipynb"])
+def test_the_workspace_is_found_above_the_notebooks_folder(name, tmp_path, monkeypatch):
+    """`jupyter execute notebooks/X.ipynb` from the repo root starts the kernel in notebooks/:
+    the README's ./scaleout-workspace is one folder up."""
+    find_workspace = find_workspace_cell(name)
+    (tmp_path / "scaleout-workspace").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert find_workspace(None) == tmp_path / "scaleout-workspace"
+    assert find_workspace(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+    monkeypatch.chdir(tmp_path / "scaleout-workspace")  # nothing below: the repo root's
+    (tmp_path / "scaleout-workspace").rename(tmp_path / "moved")
+    assert find_workspace(None) == NOTEBOOKS.parent / "scaleout-workspace"
+
+
+@pytest.mark.slow
+def test_sweep_analysis_from_the_repo_root_finds_the_readmes_workspace(
+    finished_sweep, tmp_path, monkeypatch
+):
+    """As `jupyter execute notebooks/sweep_analysis.ipynb` runs it from a checkout whose
+    README command made ./scaleout-workspace, without SCALEOUT_WORKSPACE."""
+    import shutil
+
+    ws, name = finished_sweep
+    repo = tmp_path / "checkout"
+    shutil.copytree(ws, repo / "scaleout-workspace")
+    (repo / "notebooks").mkdir()
+    monkeypatch.delenv("SCALEOUT_WORKSPACE", raising=False)
+    nb = execute("sweep_analysis.ipynb", {"SCALEOUT_SWEEP": name}, repo / "notebooks")
+    assert f"workspace: {repo / 'scaleout-workspace'}" in all_text(nb)
+    assert len(outputs(nb, "image/png")) >= 6
 
 
 @pytest.mark.slow
@@ -84,5 +141,8 @@ def test_scaling_study_runs_and_reuses_sweeps(finished_sweep, tmp_path):
     nb = execute("scaling_study.ipynb", env, tmp_path)
     assert (mine / "ci-8g" / "sweep.json").exists()
     assert len(outputs(nb, "image/png")) == 1
+    # The sweep it ran showed its progress (a tqdm bar: widgets, or text without ipywidgets).
+    text = all_text(nb)
+    assert "ci-8g: tiny at 8 GPUs" in text and f"{name}: reusing the sweep" in text
     html = "".join(o["data"]["text/html"] for o in outputs(nb, "text/html"))
     assert "tuned_lr" in html and "ci-8g" in html and name in html

@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="print the plan as JSON (schema scaleout.plan/1, docs/plan.md)",
+        help="print the plan as JSON (schema scaleout.plan/1, docs/plan.md; default: tables)",
     )
     p.set_defaults(run=run)
 

@@ -23,14 +23,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", help="the sweep's name (scaleout status --list shows them)")
+    p.add_argument("name", help="the sweep's name (scaleout list shows them)")
     p.add_argument("--out", metavar="DIR", help="where to write (default: <sweep folder>/report)")
-    p.add_argument("--workspace", help="default: $SCALEOUT_WORKSPACE or ./scaleout-workspace")
-    p.add_argument("--mlflow-uri", help="the MLflow store, if it moved since the sweep ran")
+    p.add_argument(
+        "--workspace",
+        help="where sweeps live (default: $SCALEOUT_WORKSPACE, else ./scaleout-workspace)",
+    )
+    p.add_argument(
+        "--mlflow-uri",
+        help="the MLflow store, if it moved since the sweep ran (default: the one the sweep "
+        "recorded)",
+    )
     p.add_argument(
         "--no-mlflow",
         action="store_true",
-        help="report from the study alone (no per-epoch mAP, no MLflow-only metrics)",
+        help="report from the study alone: no per-epoch mAP, no MLflow-only metrics "
+        "(default: the study and MLflow)",
     )
     p.set_defaults(run=run)
 

@@ -24,6 +24,8 @@ finished ones are not re-run. Ctrl-C stops the controller and leaves trials runn
 examples:
   scaleout sweep --gpus 160 --space search_spaces/lr_scaling.yaml
   scaleout sweep --gpus 32 --space search_spaces/lr_scaling.yaml --preset tiny --trials 6
+      # tiny checks the plumbing in seconds (3 epochs): its NDS means nothing; for a
+      # result that shows the effect, the default preset (small), as in the first example
   scaleout sweep --name lr_scaling-160g --resume
   scaleout sweep --name lr_scaling-160g --resume --trials 20     # extend the budget
 """
@@ -36,9 +38,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--gpus", type=positive_int("--gpus"), help="target GPU count, e.g. 160")
-    p.add_argument("--space", metavar="FILE", help="search-space YAML")
-    p.add_argument("--samples-per-gpu", type=positive_int("--samples-per-gpu"))
+    p.add_argument(
+        "--gpus",
+        type=positive_int("--gpus"),
+        help="target GPU count, e.g. 160 (required to start a sweep; a resume reads it back)",
+    )
+    p.add_argument(
+        "--space",
+        metavar="FILE",
+        help="search-space YAML, e.g. search_spaces/lr_scaling.yaml (required to start a "
+        "sweep; a resume reads the stored copy)",
+    )
+    p.add_argument(
+        "--samples-per-gpu",
+        type=positive_int("--samples-per-gpu"),
+        help="samples per GPU at the target (default: the space's target, else the reference's)",
+    )
     p.add_argument("--name", help="sweep name (default: <space file stem>-<gpus>g)")
     p.add_argument(
         "--trials",
@@ -62,9 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--procs-per-trial",
         type=positive_int("--procs-per-trial"),
         default=1,
-        help="local executor without GPUs: processes (gloo DDP) per trial",
+        help="local executor without GPUs: processes (gloo DDP) per trial (default: 1)",
     )
-    p.add_argument("--resume", action="store_true", help="resume the sweep --name names")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume the sweep --name names (running the starting command again resumes too)",
+    )
     p.add_argument(
         "--workspace",
         help="where sweeps live (default: $SCALEOUT_WORKSPACE or ./scaleout-workspace)",
@@ -75,10 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "else a SQLite store in the workspace)",
     )
     p.add_argument(
-        "--storage", help="study storage, a SQLAlchemy URL (default: SQLite in the sweep's folder)"
+        "--storage",
+        help="study storage, a SQLAlchemy URL (default: SQLite in the sweep's folder, study.db)",
     )
     p.add_argument(
-        "--cancel-on-exit", action="store_true", help="on Ctrl-C, also stop the running trials"
+        "--cancel-on-exit",
+        action="store_true",
+        help="on Ctrl-C, also stop the running trials (default: they keep running)",
     )
     p.add_argument(
         "--poll-interval",
@@ -87,7 +109,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds between polls (default 2)",
     )
-    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the final summary as JSON (default: a table)"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -192,15 +216,30 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--ray-address", help="ray: the dashboard address (default: $RAY_ADDRESS)")
     g.add_argument("--slurm-partition", metavar="NAME", help="slurm: partition (default: its own)")
-    g.add_argument("--slurm-account", metavar="NAME", help="slurm: account to charge")
-    g.add_argument("--slurm-time", metavar="TIME", help="slurm: time limit per job, e.g. 24:00:00")
-    g.add_argument("--slurm-cpus-per-task", type=positive_int("--slurm-cpus-per-task"), metavar="N")
+    g.add_argument(
+        "--slurm-account",
+        metavar="NAME",
+        help="slurm: account to charge (default: your default account)",
+    )
+    g.add_argument(
+        "--slurm-time",
+        metavar="TIME",
+        help="slurm: time limit per job, e.g. 24:00:00 (default: the partition's)",
+    )
+    g.add_argument(
+        "--slurm-cpus-per-task",
+        type=positive_int("--slurm-cpus-per-task"),
+        metavar="N",
+        help="slurm: CPUs per task, sbatch --cpus-per-task; also sets OMP_NUM_THREADS per "
+        "process (default: Slurm's, one)",
+    )
     g.add_argument(
         "--slurm-extra",
         action="append",
         default=[],
         metavar="FLAG",
-        help="slurm: one more sbatch flag, e.g. --slurm-extra=--qos=high (repeatable)",
+        help="slurm: one more sbatch flag, e.g. --slurm-extra=--qos=high (repeatable; "
+        "default: none)",
     )
     g.add_argument(
         "--slurm-master-addr",
