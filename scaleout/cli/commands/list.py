@@ -86,13 +86,24 @@ def sweep_line(store: Any) -> dict[str, Any]:
         best=None
         if best is None
         else {"trial": best.number, "value": best.value, "origin": best.origin},
-        # What finished trials billed (their results); running ones add theirs when they end.
-        gpu_hours=sum(float(r.result.get("gpu_hours") or 0.0) for r in records),
+        **_cost(records, store.plan),
     )
     return out
 
 
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+
+
+def _cost(records: list[Any], plan: Any) -> dict[str, Any]:
+    """The sweep's cost in the labelled units every view uses (results.headline)."""
+    from scaleout.results.headline import sweep_cost
+
+    c = sweep_cost(records, plan or {})
+    return {
+        "trial_equivalents": c.trial_equivalents,
+        "target_gpu_hours": c.target_gpu_hours,
+        "target_gpu_hours_basis": c.basis,
+    }
 
 
 def list_workspace(root: Any) -> list[dict[str, Any]]:
@@ -123,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("state", no_wrap=True)
     t.add_column("trials", justify="right", no_wrap=True)
     t.add_column("best", justify="right", no_wrap=True)
-    t.add_column("GPU-h", justify="right", no_wrap=True)
+    t.add_column("trial-eq.", justify="right", no_wrap=True)
+    t.add_column("GPU-h@target", justify="right", no_wrap=True)
     t.add_column("GPUs", justify="right")
     t.add_column("created", no_wrap=True)
     for s in lines:
@@ -133,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
             else "-"
         )
         if s["state"] == "unreadable":
-            t.add_row(s["sweep"], "[red]unreadable[/]", "-", s["reason"][:60], "-", "-", created)
+            t.add_row(
+                s["sweep"], "[red]unreadable[/]", "-", s["reason"][:60], "-", "-", "-", created
+            )
             continue
         n = s["counts"]
         trials = f"{s['started']}/{s['budget']}" + (
@@ -150,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
             s["state"],
             trials,
             best_text,
-            fmt_gpu_hours(s["gpu_hours"]),
+            f"{s['trial_equivalents']:.1f}",
+            "-"
+            if s["target_gpu_hours"] is None
+            else fmt_gpu_hours(s["target_gpu_hours"])
+            + (" est." if s["target_gpu_hours_basis"] == "estimated" else ""),
             str(s.get("gpus") or "-"),
             created,
         )
