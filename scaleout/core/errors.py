@@ -38,3 +38,39 @@ class StateError(ScaleoutError):
     """The sweep's stored state refuses the request (locked, mismatched space, missing sweep)."""
 
     exit_code = 3
+
+
+SECRET = "***"
+
+
+def redact_url(url: str) -> str:
+    """A store's URL with the password of its user part masked (`postgresql://me:***@db/x`,
+    `https://me:***@mlflow.example`), so that messages and files never hold a credential.
+    Other URLs (SQLite paths, URLs without a password) come back unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if not at or ":" not in user:
+        return url
+    name = user.split(":", 1)[0]
+    return f"{scheme}://{name}:{SECRET}@{host}{slash}{path}"
+
+
+def has_secret(url: str | None) -> bool:
+    """Whether a URL holds a password (`redact_url` would change it)."""
+    return url is not None and redact_url(url) != url
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message about `url`) without the URL's password, wherever it shows."""
+    masked = redact_url(url)
+    if masked == url:
+        return text
+    secret = url.partition("://")[2].partition("/")[0].rpartition("@")[0].split(":", 1)[1]
+    from urllib.parse import unquote
+
+    for shown in dict.fromkeys((secret, unquote(secret))):
+        text = text.replace(url, masked).replace(shown, SECRET)
+    return text

@@ -79,6 +79,27 @@ class Sampler(_Model):
     seed: int | None = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _grid_options(self) -> Sampler:
+        # The grid's options are ours (scaleout.sweep.study.grid_space), not Optuna's: checked
+        # here, where the other samplers' options are checked by constructing them.
+        if self.type != "grid":
+            return self
+        unknown = sorted(set(self.options) - {"points", "values"})
+        if unknown:
+            raise ValueError(
+                f"options.{unknown[0]}: unknown for the grid sampler; known: points, values"
+            )
+        points = self.options.get("points", 3)
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(f"options.points must be a positive whole number, got {points!r}")
+        values = self.options.get("values", {})
+        if not isinstance(values, dict) or not all(
+            isinstance(v, list) and v for v in values.values()
+        ):
+            raise ValueError("options.values maps a parameter to a non-empty list of values")
+        return self
+
 
 class Pruner(_Model):
     type: Literal["none", "median", "asha", "hyperband"] = "none"
@@ -195,20 +216,41 @@ def parse_space(data: Any, path: str | Path = "<space>") -> SearchSpace:
         raise SpaceError(path, key, problem + more) from None
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file."""
+def read_space_text(path: str | Path) -> str:
+    """A space file's text, or a SpaceError saying why it cannot be one: missing, a
+    directory, unreadable, or not UTF-8 text."""
     p = Path(path)
+    hint = "the shipped spaces are in search_spaces/ (lr_scaling.yaml, bevformer_base.yaml)"
+    if p.is_dir():
+        raise SpaceError(p, None, "is a directory, not a space file (a YAML file)", hint=hint)
     if not p.is_file():
-        hint = "the shipped spaces are in search_spaces/ (lr_scaling.yaml, bevformer_base.yaml)"
         raise SpaceError(p, None, "no such file", hint=hint)
     try:
-        data = yaml.safe_load(p.read_text())
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpaceError(
+            p, None, f"not a text file (byte {exc.start} is not UTF-8): is it the space file?"
+        ) from None
+    except OSError as exc:
+        raise SpaceError(p, None, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def parse_space_text(text: str, path: str | Path = "<space>") -> SearchSpace:
+    """Validate a space file's text (YAML). Raises SpaceError naming the file, the line and
+    column of a syntax error, or the key path of a bad value."""
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpaceError(p, None, f"YAML syntax error at {where}{problem}") from None
-    return parse_space(data, p)
+        raise SpaceError(path, None, f"YAML syntax error at {where}{problem}") from None
+    return parse_space(data, path)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file."""
+    return parse_space_text(read_space_text(path), Path(path))
 
 
 def resolve_reference(
@@ -294,6 +336,8 @@ __all__ = [
     "SearchSpace",
     "load_space",
     "parse_space",
+    "parse_space_text",
+    "read_space_text",
     "reference_conflicts",
     "resolve_reference",
 ]

@@ -24,7 +24,7 @@ from scaleout.core.errors import UsageError
 from scaleout.core.files import write_json_atomic
 from scaleout.core.job import Capacity, JobHandle, JobState, JobStatus, TrialSpec
 from scaleout.executors.base import prepare_job_dir
-from scaleout.executors.localrun import process_start_ticks
+from scaleout.executors.localrun import group_members, process_start_ticks
 
 
 def from_options(options: dict[str, Any], parallel: int | None) -> LocalExecutor:
@@ -227,6 +227,18 @@ class LocalExecutor:
             return JobStatus(JobState.RUNNING)
         if not (job_dir / "job.json").exists():
             return JobStatus(JobState.NOT_FOUND, reason="no record of the job")
+        left = self._orphans(h)
+        if left:
+            # The wrapper died, its trainer did not: a retry in the same work dir (and on the
+            # same GPUs) would run beside it. The job is dead only once its group is.
+            self._end_group(h)
+            self._in_use.pop(h.name, None)
+            return JobStatus(
+                JobState.FAILED,
+                None,
+                "the job's wrapper died without an exit status; its processes "
+                f"{', '.join(map(str, left))} were still running and have been stopped",
+            )
         self._in_use.pop(h.name, None)
         return JobStatus(
             JobState.FAILED,
@@ -234,23 +246,35 @@ class LocalExecutor:
             "the job's process died without an exit status (killed, or the machine restarted)",
         )
 
+    def _orphans(self, h: JobHandle) -> list[int]:
+        """The job's processes left after its wrapper (the group's leader) died. None when
+        the wrapper's pid now leads another group: a recycled pid is not the job."""
+        pid = int(h.data["pid"])
+        if process_start_ticks(pid) is not None:
+            return []  # alive as the wrapper (checked by the caller) or recycled: not orphans
+        return group_members(pid, h.data.get("start_ticks"))
+
+    def _end_group(self, h: JobHandle) -> None:
+        """SIGTERM the job's process group, then SIGKILL what is left after the grace."""
+        pid = int(h.data["pid"])
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.cancel_grace_s
+        while time.monotonic() < deadline:
+            self.poll([])
+            if not group_members(pid, h.data.get("start_ticks")):
+                return
+            time.sleep(0.1)
+        _signal_group(pid, signal.SIGKILL)
+
     def cancel(self, handle: JobHandle) -> None:
         job_dir = Path(handle.data["job_dir"])
         if (job_dir / "exit.json").exists():
             return
         (job_dir / "cancelled").touch()
         pid = int(handle.data["pid"])
-        if process_start_ticks(pid) != handle.data.get("start_ticks"):
-            return
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.cancel_grace_s
-        while time.monotonic() < deadline:
-            self.poll([])
-            if process_start_ticks(pid) is None:
-                break
-            time.sleep(0.1)
-        else:
-            _signal_group(pid, signal.SIGKILL)
+        alive = process_start_ticks(pid) == handle.data.get("start_ticks")
+        if alive or self._orphans(handle):  # the wrapper, or what it left running
+            self._end_group(handle)
         self._in_use.pop(handle.name, None)
 
     def find(self, job_name: str, spec: TrialSpec) -> JobHandle | None:

@@ -38,6 +38,31 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def group_members(pgid: int, since_ticks: int | None = None) -> list[int]:
+    """The live processes of process group `pgid` (the job's wrapper leads it: pgid is the
+    wrapper's pid), started at or after `since_ticks`. A trainer whose wrapper died is still
+    here: a job is over only when its whole group is (docs/sweep.md)."""
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] == "Z" or int(fields[2]) != pgid:
+            continue
+        if since_ticks is not None and int(fields[19]) < since_ticks:
+            continue
+        out.append(int(name))
+    return sorted(out)
+
+
 def main(job_dir: str) -> int:
     jd = Path(job_dir)
     job = json.loads((jd / "job.json").read_text())

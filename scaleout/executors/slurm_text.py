@@ -9,12 +9,14 @@ and jobcomp lines into `SlurmRecord`s and `JobStatus`es.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
+from scaleout.core.errors import UsageError
 from scaleout.core.job import JobState, JobStatus, TrialSpec
 from scaleout.executors import container as containers
 
@@ -85,6 +87,34 @@ class SlurmSettings:
     procs_per_node: int = 0
     master_addr: str | None = None
     container_runtime: str = "pyxis"
+
+    def __post_init__(self) -> None:
+        # Each reaches the batch script (the #SBATCH lines are not quoted): a newline would
+        # start a shell line of its own.
+        for flag, value in (
+            ("--slurm-partition", self.partition),
+            ("--slurm-account", self.account),
+            ("--slurm-time", self.time),
+            ("--slurm-master-addr", self.master_addr),
+            ("--container-runtime", self.container_runtime),
+            *(("--slurm-extra", e) for e in self.extra),
+        ):
+            refuse_control_characters(flag, value)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def refuse_control_characters(what: str, value: object) -> None:
+    """Refuse a value with a control character (a newline, a tab, NUL ...): every value in
+    a batch script stays on its own line."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise UsageError(
+            f"{what} {value!r}: holds a control character (newline, tab ...), which would "
+            "put a line of its own into the sbatch script",
+            hint="give one flag per --slurm-extra, each on one line",
+        )
 
 
 @dataclass(frozen=True)
@@ -167,7 +197,17 @@ def _mounts(spec: TrialSpec) -> list[str]:
 
 
 def render_sbatch(settings: SlurmSettings, job: SbatchJob, template: str) -> str:
-    """The batch script text for one attempt (deterministic: flags and env sorted)."""
+    """The batch script text for one attempt (deterministic: flags and env sorted). Every
+    value is refused with a control character, and an environment name must be a name."""
+    for flag in sbatch_flags(settings, job):
+        refuse_control_characters("sbatch flag", flag)
+    for key, value in job.env.items():
+        if not _ENV_NAME.match(key):
+            raise UsageError(f"environment variable {key!r}: not a variable name")
+        refuse_control_characters(f"environment variable {key}", value)
+    for arg in node_argv(settings, job):
+        refuse_control_characters("trainer argument", arg)
+    refuse_control_characters("job dir", job.job_dir)
     values = {
         "sbatch_lines": "\n".join(f"#SBATCH {f}" for f in sbatch_flags(settings, job)),
         "job_dir": shlex.quote(job.job_dir),

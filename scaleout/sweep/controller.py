@@ -11,6 +11,10 @@ Invariants:
 - A RUNNING trial owns at most one live job: the one in Attr.JOB. Every fact needed to
   find it again is stored before or right after submission, so each step of a launch is
   safe to repeat after a crash (`_ensure_launched`).
+- How a trial ends is decided and stored (Attr.ENDING) before any of it is carried out; the
+  study is told last. A resume finishes a trial that holds an ending as decided
+  (`_conclude`), so a trial is never COMPLETE in the study with its MLflow run still open.
+- Every write a resume reconciles has a crash point after it (`scaleout.sweep.faults`).
 - GPU time is billed from each job's own run time (`scaleout.sweep.budget`), per attempt.
 - Finished trials are never touched again.
 """
@@ -131,13 +135,21 @@ class Controller:
 
     # -- resume -----------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Adopt every RUNNING trial of the study: re-attach its job, or launch it if the
-        controller died before the job started."""
+        """Adopt every RUNNING trial of the study: finish it if its ending was decided,
+        re-attach its job, or launch it if the controller died before the job started."""
         for view in self.searcher.trials((TrialState.RUNNING,)):
             if view.number in self.active:
                 continue
             act = self._active_from(view)
             self.active[view.number] = act
+            ending = view.attrs.get(Attr.ENDING)
+            if ending:
+                log.debug("t%03d: its ending was decided before the crash: %s", act.number, ending)
+                self._conclude(act, dict(ending), dict(view.attrs.get(Attr.RESULT) or {}))
+                continue
+            if act.run_id:
+                # MLflow may hold epochs the study does not know were logged.
+                act.tracked_epoch = max(act.logged_epoch, self.tracker.last_epoch(act.run_id))
             if act.handle is None:
                 log.debug("t%03d: asked but never submitted; launching it", act.number)
                 self._ensure_launched(act, resume=self.trainer.has_checkpoint(act.work_dir))
@@ -147,7 +159,7 @@ class Controller:
     def _active_from(self, view: TrialView) -> Active:
         params = view.attrs.get(Attr.PARAMS) or self._trial_params(view)
         work_dir = self._work_dir(view.number)
-        return Active.from_view(
+        act = Active.from_view(
             view,
             params=params,
             work_dir=work_dir,
@@ -155,6 +167,8 @@ class Controller:
             pricing=self.pricing,
             reference=self.plan.reference.metric,
         )
+        act.gaps_said = set(view.attrs.get(Attr.UNVALIDATED) or ())
+        return act
 
     # -- launching --------------------------------------------------------------------------
     def _may_launch(self) -> bool:
@@ -189,6 +203,7 @@ class Controller:
         if not act.stored:
             self.searcher.set_attrs(act.number, act.launch_facts())
             act.stored = True
+            crash_point("after_launch_facts")
         if not act.run_id:
             tags = {"origin": act.origin, "state": "RUNNING", "scaleout.sweep": self.sweep_name}
             act.run_id = self.tracker.start_trial(
@@ -198,7 +213,9 @@ class Controller:
                 act.params | {"origin": act.origin},
                 tags,
             )
+            crash_point("after_trial_params")
             self.searcher.set_attrs(act.number, {Attr.RUN_ID: act.run_id})
+            crash_point("after_run_id")
         name = self._job_name(act)
         spec = self._render(act, resume)
         handle = self.executor.find(name, spec)
@@ -209,6 +226,7 @@ class Controller:
         act.handle = handle
         act.state = JobState.PENDING
         self.searcher.set_attrs(act.number, {Attr.JOB: handle.to_json()})
+        crash_point("after_job_stored")
         self.searcher.record_attempt(
             act.number,
             act.attempt,
@@ -217,6 +235,7 @@ class Controller:
             resumed_from_checkpoint=resume,
             submitted=self.clock.now(),
         )
+        crash_point("after_submitted_recorded")
         verb = "retried" if act.attempt > 1 else "started"
         self._emit(verb, act, f"{verb} as job {handle.job_id} ({name})")
 
@@ -244,6 +263,7 @@ class Controller:
             act.meter.observe(act.status, now)
             if not known and act.meter.started is not None:  # the job's start, once known
                 self.searcher.record_attempt(act.number, act.attempt, **act.meter.start_record())
+                crash_point("after_start_recorded")
         log.debug("polled: %s", {h: s.state.value for h, s in sorted(statuses.items())})
 
     def _advance(self, act: Active) -> None:
@@ -257,27 +277,63 @@ class Controller:
             self._retry_or_fail(act, status)
 
     def _report_epochs(self, act: Active) -> bool:
-        """Log new epochs to MLflow and the pruner. Returns True if the trial was pruned."""
+        """Log new epochs to MLflow and the pruner. Returns True if the trial was pruned.
+
+        Each step is safe to repeat after a crash: MLflow gets only the epochs past the last
+        one it holds (`tracked_epoch`), the searcher ignores a step reported before, and the
+        pruner's answer is asked again."""
         new = {e: m for e, m in act.metrics.epochs.items() if e > act.logged_epoch}
         if not new:
             return False
-        self.tracker.log_epochs(act.run_id, new)
+        untracked = {e: m for e, m in new.items() if e > act.tracked_epoch}
+        if untracked:
+            self.tracker.log_epochs(act.run_id, untracked)
+            act.tracked_epoch = max(untracked)
+            crash_point("after_log_epochs")
         values = objective_values(new, self.plan.objective)
         stop = self.searcher.report(act.number, values)
+        crash_point("after_report")
         act.logged_epoch = max(new)
-        self.searcher.set_attrs(act.number, act.epoch_facts())
         log.debug("t%03d: reported %s; stop: %s", act.number, values, stop)
         latest = act.metrics.latest(self.plan.objective)
         shown = latest if latest is None else round(latest, 4)
         self._emit("epoch", act, f"epoch {act.logged_epoch}: {self.plan.objective} {shown}")
+        gaps = self._note_gaps(act)
         if act.state != JobState.SUCCEEDED and stop:
             log.debug("t%03d: the pruner stops it at epoch %d", act.number, act.logged_epoch)
-            if act.handle is not None:
-                self.executor.cancel(act.handle)
             why = f"pruned at epoch {act.logged_epoch} by the {self.plan.space.pruner.type} pruner"
             self._finish(act, TrialState.PRUNED, None, why)
             return True
+        facts = act.epoch_facts()
+        if gaps:
+            facts[Attr.UNVALIDATED] = gaps
+        self.searcher.set_attrs(act.number, facts)
+        crash_point("after_logged_epoch")
         return False
+
+    def _note_gaps(self, act: Active, *, through: int | None = None) -> list[int]:
+        """The epochs at which the plan says the trainer evaluates and its logs hold no
+        objective: a trainer stopped between an epoch's checkpoint and its validation
+        resumes after that epoch, which is then never validated (docs/sweep.md). Looks at
+        the epochs up to `through` (default: before the latest that reported); says so once
+        per epoch and returns them all."""
+        evaluation = self.plan.evaluation
+        if evaluation is None or not evaluation.epochs:
+            return []
+        have = objective_values(act.metrics.epochs, self.plan.objective)
+        last = through if through is not None else max(have, default=0) - 1
+        gaps = [e for e in evaluation.epochs if e <= last and e not in have]
+        for e in gaps:
+            if e not in act.gaps_said:
+                act.gaps_said.add(e)
+                self._emit(
+                    "gap",
+                    act,
+                    f"epoch {e} reported no {self.plan.objective}: the trainer stopped after "
+                    f"its checkpoint and before its validation, and the resumed attempt went "
+                    f"on from epoch {e + 1} (recorded as {Attr.UNVALIDATED})",
+                )
+        return gaps
 
     def _complete(self, act: Active) -> None:
         value = act.metrics.latest(self.plan.objective)
@@ -306,6 +362,8 @@ class Controller:
         # The failed job goes first: a crash in between must not re-attach it as the new
         # attempt's job (with JOB empty, a resume finds the old attempt's job by name again).
         self.searcher.set_attrs(act.number, {Attr.JOB: "", Attr.ATTEMPT: act.attempt})
+        crash_point("after_retry_stored")
+        act.handle = None
         resume = self.trainer.has_checkpoint(act.work_dir)
         log.debug("t%03d: attempt %d failed (%s); retrying", act.number, act.attempt - 1, why)
         how = "from its last checkpoint" if resume else "from the start"
@@ -317,6 +375,7 @@ class Controller:
         keeps the first record, and a resumed meter is already ended."""
         facts = act.close_attempt(self.clock.now(), self.plan.gpus, state, reason)
         self.searcher.record_attempt(act.number, act.attempt, **facts)
+        crash_point("after_attempt_closed")
         log.debug("t%03d: attempt %d billed %s", act.number, act.attempt, facts)
 
     def _finish(
@@ -332,6 +391,10 @@ class Controller:
         self._end_attempt(act, _ATTEMPT_END.get(state, act.status.state.value), why)
         result = act.result(self.clock.now(), self.plan.objective)
         facts: dict[str, Any] = {Attr.RESULT: result}
+        if state == TrialState.COMPLETE:  # the last evaluation counts too once it is over
+            self._note_gaps(act, through=act.metrics.last_epoch)
+        if act.gaps_said:
+            facts[Attr.UNVALIDATED] = sorted(act.gaps_said)
         failure = ""
         if tail and act.handle is not None:
             failure = log_tail(Path(act.handle.log))
@@ -347,15 +410,43 @@ class Controller:
                 # The cause first: the tail is the launcher's summary.
                 failure = f"{cause.traceback or cause.line}\n...\n{failure}"
             facts[Attr.FAILURE] = record
+        # Last, in the same call: a stored ending says the facts above are stored too.
+        ending = {
+            "state": state.name,
+            "value": value,
+            "why": why,
+            "failure": failure,
+            "unvalidated": sorted(act.gaps_said),
+        }
+        facts[Attr.ENDING] = ending
         self.searcher.set_attrs(act.number, facts)
-        crash_point("before_tell")
-        self.searcher.tell(act.number, state, value if state == TrialState.COMPLETE else None)
-        log.debug("t%03d: told %s (%s)", act.number, state.name, value)
-        del self.active[act.number]
+        crash_point("after_ending")
+        self._conclude(act, ending, result)
+
+    def _conclude(self, act: Active, ending: dict[str, Any], result: dict[str, Any]) -> None:
+        """Carry out a decided ending: cancel a pruned trial's job, end its MLflow run, then
+        tell the study. Each step is safe to repeat, so a resume calls this again for a
+        trial whose controller died half way (docs/sweep.md, "Resume, crashes and faults")."""
+        state = TrialState[ending["state"]]
+        value = ending.get("value")
+        why = str(ending.get("why") or "")
+        failure = str(ending.get("failure") or "")
+        if state == TrialState.PRUNED and act.handle is not None:
+            self.executor.cancel(act.handle)
+            crash_point("after_cancel")
+        if not act.metrics.epochs:  # a resume: the per-epoch keys stay out of the final ones
+            act.metrics = self.trainer.read_metrics(act.work_dir)
         metrics, artifacts = run_figures(act, result)
         tags = {"state": state.name, "reason": why[:500]}
+        if ending.get("unvalidated"):
+            tags[Attr.UNVALIDATED] = ",".join(str(e) for e in ending["unvalidated"])
         status = _MLFLOW_STATUS.get(state, "FAILED")
         self.tracker.finish_trial(act.run_id, status, metrics, tags, artifacts)
+        crash_point("before_tell")
+        self.searcher.tell(act.number, state, value if state == TrialState.COMPLETE else None)
+        crash_point("after_tell")
+        log.debug("t%03d: told %s (%s)", act.number, state.name, value)
+        self.active.pop(act.number, None)
         kind = _EVENT_KIND.get(state, "failed")
         msg = why if value is None else f"{self.plan.objective} {value:.4f}"
         self._emit(kind, act, msg + (f"\n{failure}" if failure else ""))

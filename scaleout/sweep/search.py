@@ -25,6 +25,7 @@ from optuna.samplers import BaseSampler, GridSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
 from scaleout.core.plan import Plan, SeedTrial
+from scaleout.sweep.faults import crash_point
 from scaleout.sweep.study import distributions, make_sampler, sampler_seed
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ class Attr:
     SEEN_RUNNING = "seen_running"  # {"attempt", "at"}: when a controller last saw the job run
     RESULT = "result"  # final metrics (NDS, mAP, wall_time_s, gpu_hours, samples_per_s)
     FAILURE = "failure"  # why it failed, with the tail of its log
+    # How the trial ends, decided and stored before any of it is carried out (the job
+    # cancelled, the MLflow run ended, the study told): a resume finishes a trial that holds
+    # one as decided, instead of polling its job again. {"state", "value", "why", "failure"}
+    ENDING = "ending"
+    UNVALIDATED = "unvalidated_epochs"  # epochs the trainer should have evaluated and did not
 
 
 class TrialState(enum.Enum):
@@ -175,6 +181,8 @@ class OptunaSearcher:
             )
             queued += 1
             log.debug("enqueued the %s seed trial: %s", seed.origin, seed.params())
+            # One trial, its params and origin, in one transaction: a rerun queues the rest.
+            crash_point("after_enqueue_seed")
         return queued
 
     def ask(self) -> Asked:
@@ -192,8 +200,10 @@ class OptunaSearcher:
 
     def report(self, number: int, values: Mapping[int, float]) -> bool:
         trial = self._trial(number)
+        done = trial._cached_frozen_trial.intermediate_values  # reported before a crash
         for step in sorted(values):
-            trial.report(float(values[step]), step)
+            if step not in done:
+                trial.report(float(values[step]), step)
         return trial.should_prune()
 
     def tell(self, number: int, state: TrialState, value: float | None = None) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
-from scaleout.core.errors import StateError, UsageError
+from scaleout.core.errors import StateError, UsageError, scrub
 from scaleout.core.plan import Plan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -33,7 +33,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # sqlalchemy raises many kinds; the user needs the URL and why
         raise StateError(
-            f"cannot open the study database {url}: {type(exc).__name__}: {exc}",
+            scrub(f"cannot open the study database {url}: {type(exc).__name__}: {exc}", url),
             hint="check --storage (a SQLAlchemy URL) and that the server answers",
         ) from None
 

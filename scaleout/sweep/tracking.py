@@ -1,8 +1,10 @@
 """MLflow tracking: one experiment per sweep, a parent run for the sweep, a child run per trial.
 
 The tracker talks to MLflow through `MlflowClient` only (no global active run), so that a
-resumed controller can continue runs by id. Every call is idempotent or guarded by the
-controller's bookkeeping (Attr.LOGGED_EPOCH), so a resume never duplicates a run or a point.
+resumed controller can continue runs by id. Every call is safe to repeat after a crash part
+way through it: runs are found again by their tags and get the params they lack, each epoch is
+one batch that ends with its EPOCH_KEY point (`last_epoch` reads it back), and a run is
+finished once. So a resume never duplicates a run or a point.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from scaleout.core.errors import StateError
+from scaleout.core.errors import StateError, scrub
 from scaleout.sweep.budget import mlflow_cost_names
+from scaleout.sweep.faults import crash_point
 
 SWEEP_TAG = "scaleout.sweep"
 UID_TAG = "scaleout.sweep_uid"
@@ -45,6 +48,13 @@ def column_width(name: str) -> int:
     """Pixels for a column headed `name`: its name in MLflow's header font (~6.5 px a
     character) and the header's padding and sort icon, or what its widest value needs."""
     return VALUE_WIDTHS.get(name, max(72, round(6.5 * len(name)) + 18))
+
+
+# Logged last with each epoch, value and step the epoch: the last epoch MLflow holds.
+EPOCH_KEY = "scaleout.epoch"
+# MLflow takes at most 1000 metrics per log_batch; an epoch within it is logged at once.
+BATCH = 1000
+_ENDED = ("FINISHED", "FAILED", "KILLED")
 
 
 def default_tracking_uri(flag: str | None, workspace: Path) -> str:
@@ -155,6 +165,8 @@ class Tracker(Protocol):
 
     def log_epochs(self, run_id: str, epochs: Mapping[int, Mapping[str, float]]) -> None: ...
 
+    def last_epoch(self, run_id: str) -> int: ...
+
     def finish_trial(
         self,
         run_id: str,
@@ -210,8 +222,11 @@ class MlflowTracker:
             self.client.search_experiments(max_results=1)
         except Exception as exc:
             raise StateError(
-                f"cannot reach the MLflow tracking store {self.uri}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                scrub(
+                    f"cannot reach the MLflow tracking store {self.uri}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                    self.uri,
+                ),
                 hint="check --mlflow-uri / MLFLOW_TRACKING_URI",
             ) from None
 
@@ -230,6 +245,7 @@ class MlflowTracker:
                     LEADERBOARD_VIEW_TAG: leaderboard_view(),
                 },
             )
+            crash_point("after_experiment")
         else:
             if exp.tags.get(UID_TAG) not in (None, uid):
                 raise StateError(
@@ -251,25 +267,34 @@ class MlflowTracker:
             [exp_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'", max_results=1
         )
         if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(
-            exp_id,
-            run_name=f"sweep {name}",
-            tags={KIND_TAG: "sweep", SWEEP_TAG: name, UID_TAG: uid},
-        )
+            run = found[0]
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                exp_id,
+                run_name=f"sweep {name}",
+                tags={KIND_TAG: "sweep", SWEEP_TAG: name, UID_TAG: uid},
+            )
+            crash_point("after_parent_run")
         run_id = run.info.run_id
+        # What a run created just before a crash lacks (a run found again logs only these).
+        self._log_params(run, {k: str(v)[:6000] for k, v in params.items()})
+        crash_point("after_parent_params")
+        if artifacts:
+            have = {a.path for a in self.client.list_artifacts(run_id)}
+            for path in artifacts.values():
+                if Path(path).exists() and Path(path).name not in have:
+                    self.client.log_artifact(run_id, path)
+        return run_id
+
+    def _log_params(self, run: Any, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        self.client.log_batch(
-            run_id, params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in params.items()]
-        )
-        for path in artifacts.values():
-            if Path(path).exists():
-                self.client.log_artifact(run_id, path)
-        return run_id
+        have = run.data.params
+        todo = [Param(mlflow_key(k), v) for k, v in params.items() if mlflow_key(k) not in have]
+        for i in range(0, len(todo), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.info.run_id, params=todo[i : i + 100])
 
     def start_trial(
         self,
@@ -289,39 +314,39 @@ class MlflowTracker:
             max_results=1,
         )
         if found:
-            return found[0].info.run_id
-        from mlflow.entities import Param
-
-        run = self.client.create_run(
-            exp_id,
-            run_name=run_name,
-            tags={
-                "mlflow.parentRunId": parent_id,
-                KIND_TAG: "trial",
-                "scaleout.trial": str(number),
-                **tags,
-            },
-        )
-        self.client.log_batch(
-            run.info.run_id, params=[Param(mlflow_key(k), str(v)) for k, v in params.items()]
-        )
+            run = found[0]
+        else:
+            run = self.client.create_run(
+                exp_id,
+                run_name=run_name,
+                tags={
+                    "mlflow.parentRunId": parent_id,
+                    KIND_TAG: "trial",
+                    "scaleout.trial": str(number),
+                    **tags,
+                },
+            )
+            crash_point("after_trial_run")
+        self._log_params(run, {k: str(v) for k, v in params.items()})
         return run.info.run_id
 
     def log_epochs(self, run_id: str, epochs: Mapping[int, Mapping[str, float]]) -> None:
+        """One batch per epoch (a batch is one transaction in MLflow's store), oldest first,
+        its EPOCH_KEY point last: `last_epoch` then says which epochs MLflow holds whole."""
         from mlflow.entities import Metric
 
         now = _now_ms()
-        batch = [
-            Metric(mlflow_key(k), v, now, int(epoch))
-            for epoch, metrics in sorted(epochs.items())
-            for k, v in _finite(metrics).items()
-        ]
-        for i in range(0, len(batch), 900):  # MLflow accepts at most 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=batch[i : i + 900])
+        for epoch, metrics in sorted(epochs.items()):
+            batch = [Metric(mlflow_key(k), v, now, int(epoch)) for k, v in _finite(metrics).items()]
+            batch.append(Metric(EPOCH_KEY, float(epoch), now, int(epoch)))
+            # An epoch of more than BATCH metrics takes several batches, the marker in the last.
+            for i in range(0, len(batch), BATCH):
+                self.client.log_batch(run_id, metrics=batch[i : i + BATCH])
 
-    def logged_epochs(self, run_id: str, key: str) -> int:
-        """The last epoch already logged for `key` (0 if none): resume reconciles with this."""
-        history = self.client.get_metric_history(run_id, mlflow_key(key))
+    def last_epoch(self, run_id: str) -> int:
+        """The last epoch MLflow holds for a trial's run (0 if none): a resume logs only the
+        epochs after it."""
+        history = self.client.get_metric_history(run_id, EPOCH_KEY)
         return max((int(m.step) for m in history), default=0)
 
     def finish_trial(
@@ -332,14 +357,25 @@ class MlflowTracker:
         tags: Mapping[str, str],
         artifacts: Mapping[str, str],
     ) -> None:
+        """Final metrics, tags and artifacts, then the run's end. A run already ended is left
+        as it is, and a final metric a crashed call logged is not logged again."""
         from mlflow.entities import Metric, RunTag
 
+        run = self.client.get_run(run_id)
+        if run.info.status in _ENDED:
+            return
         now = _now_ms()
+        have = run.data.metrics
         self.client.log_batch(
             run_id,
-            metrics=[Metric(mlflow_key(k), v, now, 0) for k, v in _finite(final).items()],
+            metrics=[
+                Metric(mlflow_key(k), v, now, 0)
+                for k, v in _finite(final).items()
+                if mlflow_key(k) not in have
+            ],
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
+        crash_point("after_final_metrics")
         for name, path in artifacts.items():
             if Path(path).is_file():
                 with contextlib.suppress(Exception):  # an artifact is worth less than the run
@@ -399,10 +435,15 @@ class NullTracker:
         for epoch, metrics in epochs.items():
             run["epochs"].setdefault(epoch, []).append(dict(metrics))
 
+    def last_epoch(self, run_id: str) -> int:
+        return max(self.runs.get(run_id, {}).get("epochs") or [0])
+
     def finish_trial(self, run_id, status, final, tags, artifacts) -> None:  # type: ignore[no-untyped-def]
-        self.runs.setdefault(run_id, {"epochs": {}}).update(
-            status=status, final=dict(final), tags=dict(tags)
-        )
+        run = self.runs.setdefault(run_id, {"epochs": {}})
+        if run.get("status") in _ENDED:  # as MlflowTracker: a run is ended once
+            return
+        run["finished"] = run.get("finished", 0) + 1
+        run.update(status=status, final=dict(final), tags=dict(tags))
 
     def finish_sweep(self, parent_id, summary, status="FINISHED") -> None:  # type: ignore[no-untyped-def]
         self.runs[parent_id].update(status=status, summary=dict(summary))

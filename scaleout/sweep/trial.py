@@ -47,6 +47,10 @@ class Active:
     handle: JobHandle | None
     started: float
     logged_epoch: int = 0
+    # The last epoch in MLflow: ahead of logged_epoch when the controller died between
+    # logging an epoch and storing it (the resume reads it back: Tracker.last_epoch).
+    tracked_epoch: int = 0
+    gaps_said: set[int] = field(default_factory=set)  # epochs found unvalidated (Attr.UNVALIDATED)
     metrics: TrialMetrics = field(default_factory=TrialMetrics)
     state: JobState = JobState.PENDING
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.UNKNOWN))
@@ -86,6 +90,7 @@ class Active:
             # Lineages written before billing by run time called the submission "started".
             started=float(first.get("submitted", first.get("started", now))),
             logged_epoch=int(ua.get(Attr.LOGGED_EPOCH, 0)),
+            tracked_epoch=int(ua.get(Attr.LOGGED_EPOCH, 0)),
             meter=Meter.from_record(
                 current, seen.get("at") if seen.get("attempt") == attempt else None
             ),

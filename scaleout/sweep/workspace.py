@@ -28,7 +28,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from scaleout.core.errors import ScaleoutError, StateError, UsageError
+from scaleout.core.errors import (
+    SECRET,
+    ScaleoutError,
+    StateError,
+    UsageError,
+    has_secret,
+    redact_url,
+)
 from scaleout.core.files import write_atomic
 
 DEFAULT_WORKSPACE = "scaleout-workspace"
@@ -37,6 +44,41 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def workspace_root(flag: str | None = None) -> Path:
     return Path(flag or os.environ.get("SCALEOUT_WORKSPACE") or DEFAULT_WORKSPACE).resolve()
+
+
+def check_workspace(root: Path) -> Path:
+    """Refuse a workspace that is not a folder (a file named by --workspace)."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(
+            f"--workspace {root}: not a directory",
+            hint="--workspace (or $SCALEOUT_WORKSPACE) names the folder sweeps live in",
+        )
+    return root
+
+
+def unwritable(where: Path, exc: OSError) -> StateError:
+    """The error for a workspace or sweep folder that cannot be written (read-only, no
+    permission): it names the folder, never with a traceback."""
+    return StateError(
+        f"cannot write to {where}: {exc.strerror or exc}",
+        hint="the workspace must be writable (--workspace, $SCALEOUT_WORKSPACE); "
+        "`scaleout status` and `leaderboard` only read it",
+    )
+
+
+def unmask(stored: str, *given: str | None, flag: str, env: str) -> str:
+    """The URL to use for a store whose URL sweep.json keeps with its password masked
+    (`redact_url`): the first of `given` (the flag, then the environment variable) that is
+    the same URL with its password. A URL without a mask is returned as it is."""
+    if f":{SECRET}@" not in stored:
+        return stored
+    for url in given:
+        if url and has_secret(url) and redact_url(url) == stored:
+            return url
+    raise UsageError(
+        f"{stored}: the sweep's store was recorded without its password",
+        hint=f"give {flag} with the password again, or set ${env} to the whole URL",
+    )
 
 
 def check_name(name: str) -> str:
@@ -83,21 +125,42 @@ class Sweep:
 
     def read_meta(self) -> dict[str, Any]:
         try:
-            return json.loads(self.meta_path.read_text())
+            meta = json.loads(self.meta_path.read_text())
         except FileNotFoundError:
-            raise StateError(
-                f"no sweep named {self.name!r} in {self.root}", hint=_list_hint(self.root)
+            raise UsageError(
+                f"no sweep named {self.name!r} in {self.root}", hint=_missing_hint(self)
             ) from None
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+            raise StateError(f"cannot read {self.meta_path}: {why}") from None
+        if not isinstance(meta, dict):
+            raise StateError(f"cannot read {self.meta_path}: not a JSON object")
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        """Write sweep.json; the stores' URLs without their passwords (docs/sweep.md)."""
+        stored = dict(meta)
+        for key in ("storage", "mlflow_uri"):
+            if isinstance(stored.get(key), str):
+                stored[key] = redact_url(stored[key])
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(self.meta_path, json.dumps(stored, indent=2, sort_keys=True))
 
 
 def list_sweeps(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.parent.name for p in root.glob("*/sweep.json"))
+
+
+def _missing_hint(sweep: Sweep) -> str:
+    if sweep.dir.is_dir():
+        # A sweep whose first command died before writing sweep.json (its last write).
+        return (
+            f"{sweep.dir} holds a sweep that was never completely created: run the command "
+            "that started it again (same --space, --gpus and --name) to finish creating it"
+        )
+    return _list_hint(sweep.root)
 
 
 def _list_hint(root: Path) -> str:
@@ -108,9 +171,10 @@ def _list_hint(root: Path) -> str:
 
 
 def find_sweep(root: Path, name: str) -> Sweep:
+    check_workspace(root)
     sweep = Sweep(root, name)
     if not sweep.exists():
-        raise UsageError(f"no sweep named {name!r} in {root}", hint=_list_hint(root))
+        raise UsageError(f"no sweep named {name!r} in {root}", hint=_missing_hint(sweep))
     return sweep
 
 
@@ -126,17 +190,17 @@ class ControllerLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise unwritable(self.path.parent, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise StateError(
-                f"another controller is running this sweep ({holder})",
-                hint="wait for it, or stop it (Ctrl-C) before resuming here",
-            ) from None
+            raise _held(holder) from None
         os.ftruncate(fd, 0)
         os.write(
             fd,
@@ -149,7 +213,7 @@ class ControllerLock:
         """Who holds the lock now (a running controller), or None. Takes nothing."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        except OSError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -158,6 +222,12 @@ class ControllerLock:
         finally:
             os.close(fd)
         return None
+
+    def refuse_if_held(self) -> None:
+        """Refuse at once when another controller holds the lock (takes nothing)."""
+        holder = self.holder()
+        if holder is not None:
+            raise _held(holder)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -172,6 +242,13 @@ class ControllerLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _held(holder: str) -> StateError:
+    return StateError(
+        f"another controller is running this sweep ({holder})",
+        hint="wait for it, or stop it (Ctrl-C) before resuming here",
+    )
 
 
 # -- reading a saved sweep -----------------------------------------------------------------------
@@ -324,7 +401,12 @@ class SweepStore:
     @cached_property
     def storage_url(self) -> str:
         """The study's SQLAlchemy URL, where the study is now."""
-        url = self.meta["storage"]
+        url = unmask(
+            self.meta["storage"],
+            os.environ.get("SCALEOUT_STORAGE"),
+            flag="--storage",
+            env="SCALEOUT_STORAGE",
+        )
         recorded = _sqlite_file(url)
         if recorded is None:
             return url
@@ -352,7 +434,12 @@ class SweepStore:
                     "sweep used",
                 )
             return override
-        url = self.meta["mlflow_uri"]
+        url = unmask(
+            self.meta["mlflow_uri"],
+            os.environ.get("MLFLOW_TRACKING_URI"),
+            flag="--mlflow-uri",
+            env="MLFLOW_TRACKING_URI",
+        )
         recorded = _sqlite_file(url)
         if recorded is None:
             return url

@@ -68,3 +68,21 @@ class Trainer(Protocol):
         """The cause of a failed attempt, from its job log (`JobHandle.log`, a path) and the
         trainer's own logs in work_dir; None when they show none."""
         ...
+
+
+def settable_keys(trainer: Any) -> frozenset[str] | None:
+    """The `search.fixed` keys a trainer's adapter writes into each trial (the knobs and the
+    batch are always written), or None where the adapter does not say (`fixed_keys`, a set
+    or a method). The one place the session asks (scaleout.sweep.session.check_trainer_takes):
+    a key no adapter applies is refused instead of silently ignored."""
+    keys = getattr(trainer, "fixed_keys", None)
+    if keys is None:
+        return None
+    return frozenset(keys() if callable(keys) else keys)
+
+
+def logs_metric(trainer: Any, name: str) -> bool | None:
+    """Whether a trainer's logs hold the per-epoch metric `name` (True/False), or None where
+    the adapter cannot know (`knows_metric`): an objective it never logs is refused."""
+    check = getattr(trainer, "knows_metric", None)
+    return None if check is None else check(name)

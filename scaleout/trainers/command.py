@@ -385,6 +385,35 @@ class CommandTrainer:
                 runs.append(parse_with_rules(logs.read_text(path), rules, str(path)))
         return logs.merge(runs, global_batch=logs.read_global_batch(work_dir))
 
+    def fixed_keys(self) -> frozenset[str]:
+        """The trial's values the profile's templates use (a value no template names
+        reaches no trainer), with those the derived placeholders are made from."""
+        p = self.profile
+        texts = [*p.argv, *p.resume_argv, *p.env.values(), *p.files.values(), *p.files]
+        texts += [a for fragment in p.optional_argv.values() for a in fragment]
+        used = {
+            f.split(".")[0].split("[")[0]
+            for text in [*texts, p.cwd or ""]
+            for _, f, _, _ in string.Formatter().parse(text)
+            if f
+        }
+        for derived, source in (
+            ("warmup_start_lr", "warmup_ratio"),
+            ("total_iters", "epochs"),
+            ("total_iters", "train_samples"),
+            ("iters_per_epoch", "train_samples"),
+        ):
+            if derived in used:
+                used.add(source)
+        return frozenset(used)
+
+    def knows_metric(self, name: str) -> bool | None:
+        """Regex rules name every metric they read; JSON lines may hold any key."""
+        rules = self.profile.metrics
+        if rules is None or rules.format != "regex":
+            return None
+        return name in {g for pattern in (*rules.val, *rules.train) for g in pattern.groupindex}
+
     def has_checkpoint(self, work_dir: Path) -> bool:
         pattern = self.profile.checkpoint
         if pattern is None:

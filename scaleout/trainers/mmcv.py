@@ -97,6 +97,9 @@ class MMCVTrainer:
     here imports the repo's code.
     """
 
+    # The search.fixed keys overrides_for and render write (scaleout.trainers.base).
+    fixed_keys = frozenset({"epochs", "eval_interval", "seed", "warmup_ratio"})
+
     def __init__(
         self,
         config: str | Path,

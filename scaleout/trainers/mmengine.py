@@ -28,6 +28,8 @@ CHECKPOINT_MARKER = "last_checkpoint"
 WARMUP_TYPES = ("LinearLR",)
 DECAY_TYPES = ("CosineAnnealingLR",)
 MINIBEV_ENTRY = ("-m", "scaleout.minibev.train")
+# The search.fixed keys trial_config writes (scaleout.trainers.base.settable_keys).
+FIXED_KEYS = frozenset({"epochs", "eval_interval", "seed", "warmup_ratio"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class MMEngineTrainer:
     PYTHONPATH, and `mmdet3d::` bases resolve under `{repo}/configs`. Without a repo the
     entry must be importable from the environment (minibev).
     """
+
+    fixed_keys = FIXED_KEYS
 
     def __init__(
         self,
@@ -247,6 +251,13 @@ class MMEngineTrainer:
 
     def has_checkpoint(self, work_dir: Path) -> bool:
         return (Path(work_dir) / CHECKPOINT_MARKER).is_file()
+
+    def knows_metric(self, name: str) -> bool | None:
+        """minibev's evaluator logs the nuScenes metrics (canonical names, or its raw keys);
+        another config's evaluator is its own."""
+        if self.name != "minibev":
+            return None
+        return name in logs.CANONICAL or name.startswith("NuScenes metric/")
 
     def failure(self, work_dir: Path, log: str) -> Failure | None:
         return failures.failure_cause(failures.read_log_tail(log) if log else "")

@@ -5,7 +5,7 @@ and real in tests/test_sweep_e2e.py."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -23,7 +23,7 @@ from scaleout.core.job import (
     TrialSpec,
 )
 from scaleout.core.placement import layout_for
-from scaleout.core.plan import make_plan
+from scaleout.core.plan import Evaluation, make_plan
 from scaleout.core.space import parse_space
 from scaleout.sweep.controller import Controller
 from scaleout.sweep.search import Attr, OptunaSearcher, same_point
@@ -66,6 +66,8 @@ class World:
     checkpoints: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # job name -> epoch it dies at
+    # job name -> epoch it dies at after that epoch's checkpoint, before its validation
+    unvalidated: dict[str, int] = field(default_factory=dict)
     queue_s: float = 0.0  # each job waits this long in the queue before it runs
     own_times: bool = False  # the executor reports each job's own start and end
     real_gpus: bool = False  # trials run on real GPUs (billed by run time), not virtual ones
@@ -81,12 +83,14 @@ class World:
         if self.clock.t < job.start:
             return JobState.PENDING
         done = min(self.epochs, job.start_epoch + int((self.clock.t - job.start) // self.epoch_s))
-        stop = self.failures.get(job.name)
+        cut = self.unvalidated.get(job.name)
+        stop = cut if cut is not None else self.failures.get(job.name)
         if stop is not None and done >= stop:
             done = stop
         for e in range(job.start_epoch + 1, done + 1):
-            self.metrics.setdefault(wd, {})[e] = {"NDS": self.nds(job.lr, e), "mAP": 0.1}
             self.checkpoints[wd] = e
+            if e != cut:
+                self.metrics.setdefault(wd, {})[e] = {"NDS": self.nds(job.lr, e), "mAP": 0.1}
         if stop is not None and done >= stop:
             job.ended = job.start + (stop - job.start_epoch) * self.epoch_s
             return JobState.FAILED
@@ -707,3 +711,102 @@ def test_a_permanent_failure_is_not_retried_and_its_cause_is_said(tmp_path, worl
     assert "not retried" in failure["reason"]
     assert "No module named 'mmcv'" in c.tracker.runs["trial-0"]["tags"]["reason"]
     assert any(e.kind == "failed" and "No module named 'mmcv'" in e.message for e in events)
+
+
+# -- a controller killed between two writes (docs/sweep.md, "Resume, crashes and faults") ---
+def test_a_controller_killed_between_logging_an_epoch_and_storing_it_logs_it_once(tmp_path, world):
+    c, _, _ = make(tmp_path, world, trials=1)
+    tracker, real = c.tracker, c.tracker.log_epochs
+
+    def log_then_die(run_id, epochs):
+        real(run_id, epochs)
+        raise KeyboardInterrupt  # dies before Attr.LOGGED_EPOCH is stored
+
+    tracker.log_epochs = log_then_die
+    with pytest.raises(KeyboardInterrupt):
+        c.run()
+    tracker.log_epochs = real
+    c2, _, _ = make(tmp_path, world, trials=1)
+    c2.tracker = tracker  # the same MLflow store
+    assert c2.run() == "budget spent"
+    epochs = tracker.runs["trial-0"]["epochs"]
+    assert {e: len(v) for e, v in epochs.items()} == {1: 1, 2: 1, 3: 1, 4: 1}
+    (t,) = c2.searcher.study.get_trials()
+    assert t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("dies_in", ["finish_trial", "tell"])
+def test_a_controller_killed_while_finishing_a_trial_finishes_it_on_resume(
+    tmp_path, world, dies_in
+):
+    c, _, _ = make(tmp_path, world, trials=1)
+    tracker = c.tracker
+    target = tracker if dies_in == "finish_trial" else c.searcher
+    real = getattr(target, dies_in)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt  # dies with the trial's ending decided, not carried out
+
+    setattr(target, dies_in, die)
+    with pytest.raises(KeyboardInterrupt):
+        c.run()
+    setattr(target, dies_in, real)
+    c2, _, _ = make(tmp_path, world, trials=1)
+    c2.tracker = tracker
+    assert c2.run() == "budget spent"
+    (t,) = c2.searcher.study.get_trials()
+    assert t.state == TrialState.COMPLETE
+    run = tracker.runs["trial-0"]
+    # Never COMPLETE in the study with its run still RUNNING: ended once, with its figures.
+    assert run["status"] == "FINISHED" and run["finished"] == 1
+    assert "wall_time_s" in run["final"] and run["tags"]["state"] == "COMPLETE"
+    assert list(world.jobs) == ["s-t000-a1"]  # its finished job was not run again
+
+
+def test_a_pruned_trial_whose_controller_died_before_the_cancel_is_cancelled_on_resume(
+    tmp_path, world
+):
+    c, ex, _ = make(
+        tmp_path,
+        world,
+        trials=8,
+        slots=1,
+        pruner={"type": "median", "options": {"n_startup_trials": 3, "n_warmup_steps": 0}},
+    )
+
+    def die(handle):
+        raise KeyboardInterrupt  # the prune is decided and stored; the job still runs
+
+    ex.cancel = die
+    with pytest.raises(KeyboardInterrupt):
+        c.run()
+    (pruning,) = [
+        t
+        for t in c.searcher.study.get_trials(states=[TrialState.RUNNING])
+        if Attr.ENDING in t.user_attrs
+    ]
+    assert pruning.user_attrs[Attr.ENDING]["state"] == "PRUNED"
+    c2, ex2, _ = make(tmp_path, world, trials=8, slots=1, pruner=c.plan.space.pruner.model_dump())
+    c2.tracker = c.tracker
+    assert c2.run() == "budget spent"
+    t = c2.searcher.study.get_trials()[pruning.number]
+    assert t.state == TrialState.PRUNED
+    assert ex2.cancelled[0] == f"s-t{t.number:03d}-a1"  # first thing on resume
+    assert (
+        c.tracker.runs[f"trial-{t.number}"]["status"] == "FINISHED"
+    )  # a pruned run ends FINISHED, its state tag says PRUNED
+
+
+def test_an_epoch_checkpointed_but_never_validated_is_reported(tmp_path, world):
+    c, _, events = make(tmp_path, world, trials=1)
+    c.plan = replace(c.plan, evaluation=Evaluation(1, "test: every epoch", epochs=(1, 2, 3, 4)))
+    world.unvalidated["s-t000-a1"] = 2  # killed after epoch 2's checkpoint, before its NDS
+    assert c.run() == "budget spent"
+    (t,) = c.searcher.study.get_trials()
+    assert t.state == TrialState.COMPLETE
+    assert world.jobs["s-t000-a2"].start_epoch == 2  # resumed after the checkpointed epoch
+    assert sorted(t.intermediate_values) == [1, 3, 4]
+    assert t.user_attrs[Attr.UNVALIDATED] == [2]
+    (gap,) = [e for e in events if e.kind == "gap"]
+    assert "epoch 2 reported no NDS" in gap.message
+    assert c.tracker.runs["trial-0"]["tags"][Attr.UNVALIDATED] == "2"

@@ -121,6 +121,18 @@ def test_enqueue_is_idempotent_by_origin(searcher):
     assert {v.state for v in views} == {TrialState.WAITING}
 
 
+def test_an_enqueue_cut_short_by_a_crash_queues_each_seed_once_on_the_rerun(tmp_path):
+    ref = Reference(8, 1, 2e-4, 500, 1 / 3, 1e-3, 4, 28130)
+    plan = make_plan(parse_space({"budget": {"trials": 5}}), ref, 160)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    OptunaSearcher(create_or_load(url, "s", plan), plan).enqueue(plan.seeds[:1])  # then died
+    again = OptunaSearcher(create_or_load(url, "s", plan), plan)
+    assert again.enqueue(plan.seeds) == 2
+    assert [v.attrs[Attr.ORIGIN] for v in again.trials()] == ["reference", "sqrt", "linear"]
+    asked = [again.ask().origin for _ in range(4)]
+    assert asked == ["reference", "sqrt", "linear", "sampled"]  # each seed ran once, in order
+
+
 def test_ask_gives_seeds_first_then_sampled_points(searcher):
     s, plan = searcher
     asked = [s.ask() for _ in range(len(plan.seeds) + 1)]

@@ -84,3 +84,117 @@ def test_a_budget_too_small_for_the_seeds_queues_them_once_extended(tmp_path):
         assert origins == ["reference", "sqrt", "linear"]
     finally:
         opened.lock.release()
+
+
+def _fake_sweep(ws: Path, name: str = "b") -> None:
+    """A sweep folder as a running controller holds it (no store behind it: nothing may
+    reach one)."""
+    d = ws / name
+    d.mkdir(parents=True)
+    (d / "space.yaml").write_text(Path(SPACE).read_text())
+    meta = {"name": name, "uid": "u", "space_file": SPACE, "gpus": 16, "samples_per_gpu": 1}
+    (d / "sweep.json").write_text(json.dumps(meta))
+
+
+def test_a_second_controller_is_refused_before_any_slow_check(tmp_path, monkeypatch):
+    from scaleout.core.errors import StateError
+    from scaleout.sweep.workspace import ControllerLock, Sweep
+
+    _fake_sweep(tmp_path)
+    held = ControllerLock(Sweep(tmp_path, "b"))
+    held.acquire()
+
+    def slow(*args, **kwargs):
+        raise AssertionError("the trainer or a store was read before the lock")
+
+    monkeypatch.setattr("scaleout.sweep.session.build_plan", slow)
+    monkeypatch.setattr("scaleout.sweep.study.open_storage", slow)
+    try:
+        for req in (
+            SweepRequest(name="b", workspace=str(tmp_path), resume=True),
+            SweepRequest(name="b", workspace=str(tmp_path), space=SPACE, gpus=16),
+        ):
+            with pytest.raises(StateError, match=r"another controller is running this sweep \(pid"):
+                open_sweep(req)
+        # A sweep still being created (no sweep.json yet) is refused at once too.
+        (tmp_path / "b" / "sweep.json").unlink()
+        with pytest.raises(StateError, match="another controller is running this sweep"):
+            open_sweep(SweepRequest(name="b", workspace=str(tmp_path), space=SPACE, gpus=16))
+    finally:
+        held.release()
+
+
+@pytest.mark.slow  # real MLflow and study stores
+def test_a_creation_that_died_after_the_mlflow_experiment_is_finished_by_a_rerun(
+    tmp_path, monkeypatch, capsys
+):
+    from scaleout.sweep.tracking import MlflowTracker
+
+    real = MlflowTracker.experiment
+
+    def create_then_die(self, name, uid):
+        real(self, name, uid)
+        raise KeyboardInterrupt  # the experiment exists; sweep.json does not
+
+    monkeypatch.setattr(MlflowTracker, "experiment", create_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _open(tmp_path, space=SPACE, gpus=16, trials=3)
+    monkeypatch.undo()
+    # --resume says what happened, and how to finish it (exit 2: no such sweep yet)
+    code = main(["sweep", "--name", "b", "--resume", "--workspace", str(tmp_path)])
+    assert code == 2
+    assert "never completely created: run the command that started it again" in (
+        capsys.readouterr().err
+    )
+    opened = _open(tmp_path, space=SPACE, gpus=16, trials=3)  # the same command again
+    try:
+        assert not opened.resumed
+        assert [t.attrs["origin"] for t in opened.searcher.trials()] == [
+            "reference",
+            "sqrt",
+            "linear",
+        ]
+        uid = json.loads((tmp_path / "b" / "sweep.json").read_text())["uid"]
+        assert uid == opened.searcher.study.user_attrs["uid"]
+    finally:
+        opened.lock.release()
+
+
+@pytest.mark.slow  # real MLflow and study stores
+def test_a_password_in_a_store_url_is_never_written_and_a_resume_takes_it_again(
+    tmp_path, monkeypatch
+):
+    import scaleout.sweep.study as study_module
+
+    url = "postgresql://me:hunter2@db.example/sweeps"
+    behind = f"sqlite:///{tmp_path / 'server.db'}"  # what the server would store
+    real_open, real_create = study_module.open_storage, study_module.create_or_load
+    seen: list[str] = []
+
+    def open_storage(u):
+        if u != behind:  # create_or_load opens the storage too
+            seen.append(u)
+        return real_open(behind)
+
+    def create_or_load(u, name, plan):
+        seen.append(u)
+        return real_create(behind, name, plan)
+
+    monkeypatch.setattr(study_module, "open_storage", open_storage)
+    monkeypatch.setattr(study_module, "create_or_load", create_or_load)
+    _open(tmp_path, space=SPACE, gpus=16, trials=1, storage=url).lock.release()
+    assert seen == [url, url]
+    meta = json.loads((tmp_path / "b" / "sweep.json").read_text())
+    assert meta["storage"] == "postgresql://me:***@db.example/sweeps"
+    for path in (tmp_path / "b").rglob("*"):
+        assert not path.is_file() or b"hunter2" not in path.read_bytes(), path
+
+    # A resume without the password is refused, naming where to give it ...
+    with pytest.raises(UsageError, match="recorded without its password") as refused:
+        _open(tmp_path, resume=True)
+    assert "--storage" in str(refused.value) and "SCALEOUT_STORAGE" in str(refused.value)
+    # ... and takes it from the flag or the environment.
+    _open(tmp_path, resume=True, storage=url).lock.release()
+    monkeypatch.setenv("SCALEOUT_STORAGE", url)
+    _open(tmp_path, resume=True).lock.release()
+    assert seen[-4:] == [url] * 4

@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--sort",
         metavar="COLUMN",
         help="order by this column instead of the objective's rank, best first for scores "
-        "(NDS, mAP, pct_of_reference), lowest first otherwise (e.g. trial_equivalents, lr)",
+        "(NDS, mAP, pct_of_reference), lowest first otherwise (e.g. trial_equivalents, lr); "
+        "default: the objective's rank",
     )
     p.add_argument(
         "--state",

@@ -8,7 +8,12 @@ import sys
 from typing import Any
 
 from scaleout.cli.commands.common import add_trainer_args, positive_int, print_json, trainer_flags
+from scaleout.core.errors import redact_url
 from scaleout.executors import EXECUTOR_NAMES
+from scaleout.sweep.faults import crash_point
+
+# Exit code of a sweep that ran its budget and no trial ever reported the objective.
+NOTHING_REPORTED = 4
 
 HELP = "run a sweep (the same command again resumes it)"
 DESCRIPTION = """\
@@ -188,12 +193,22 @@ def run(args: argparse.Namespace) -> int:
             controller.cancel_all()
             console.print("cancelled the running trials (--cancel-on-exit)")
         summary = sweep_summary(opened.searcher.study, opened.plan, opened.sweep.name, reason)
+        unreported = reason != "stopped" and not _reported(opened.searcher.study)
         if reason != "stopped":
             from scaleout.results.publish import publish_after_sweep  # plots, leaderboard
 
             publish_after_sweep(opened, console)
-            opened.tracker.finish_sweep(opened.parent_run_id, _numeric(summary))
+            crash_point("before_finish_sweep")
+            status = "FAILED" if unreported else "FINISHED"
+            opened.tracker.finish_sweep(opened.parent_run_id, _numeric(summary), status)
         _print_summary(console, summary, args.json)
+        if unreported:
+            console.print(
+                f"[red]scaleout: error: no trial reported {opened.plan.objective}[/] "
+                f"(objective.metric in {opened.meta['space_file']}): the sweep found nothing; "
+                "the trials' logs say what they did log"
+            )
+            return NOTHING_REPORTED
         return 0 if reason != "stopped" else 130
     finally:
         opened.lock.release()
@@ -311,8 +326,15 @@ def _announce(console: Any, opened: Any, controller: Any) -> None:
             f"global batch of {plan.scale.target_global_batch} (the same optimisation, slower)"
         )
     console.print(
-        f"  workspace {opened.sweep.dir}\n  MLflow {opened.meta['mlflow_uri']} "
+        f"  workspace {opened.sweep.dir}\n  MLflow {redact_url(opened.meta['mlflow_uri'])} "
         f"(experiment {opened.sweep.name}; `scaleout ui` to browse)"
+    )
+
+
+def _reported(study: Any) -> bool:
+    """Whether any trial reported the objective: at an epoch, or as its final value."""
+    return any(
+        t.intermediate_values or t.value is not None for t in study.get_trials(deepcopy=False)
     )
 
 
