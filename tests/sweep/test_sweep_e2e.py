@@ -201,7 +201,7 @@ def test_trial_killed_while_controller_is_down_resumes_from_checkpoint(tmp_path)
 
 def test_second_controller_refuses_and_names_the_first(tmp_path):
     proc = subprocess.Popen(
-        sweep_cmd(tmp_path, 2), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        sweep_cmd(tmp_path, 2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         _wait(lambda: _running_jobs(tmp_path), what="a running trial")
@@ -210,7 +210,9 @@ def test_second_controller_refuses_and_names_the_first(tmp_path):
         assert f"another controller is running this sweep (pid {proc.pid} on host" in r.stderr
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
+    # Ctrl-C says how to go on
+    assert f"resume with: scaleout sweep --name {NAME} --resume" in err
     # Ctrl-C left the trials running; resuming finishes the sweep cleanly
     r = run(tmp_path, 2)
     assert r.returncode == 0, r.stderr[-2000:]

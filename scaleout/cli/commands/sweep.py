@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         from scaleout.cli.dryrun import run_dry
 
         return run_dry(args)
+    from scaleout.cli.hints import resume_hint
     from scaleout.cli.progress import ProgressView
     from scaleout.cli.render import make_console
     from scaleout.cli.summary import sweep_summary
@@ -187,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
             previous = _stop_on_sigint(controller, console)
             try:
                 reason = controller.run_with(view.refresh)
+            except KeyboardInterrupt:  # Ctrl-C twice: stop at once, but say how to go on
+                console.print(resume_hint(opened.sweep.name, len(controller.active)))
+                raise
             finally:
                 signal.signal(signal.SIGINT, previous)
         if reason == "stopped" and args.cancel_on_exit:
@@ -202,6 +206,13 @@ def run(args: argparse.Namespace) -> int:
             status = "FAILED" if unreported else "FINISHED"
             opened.tracker.finish_sweep(opened.parent_run_id, _numeric(summary), status)
         _print_summary(console, summary, args.json)
+        if reason == "stopped":
+            running = 0 if args.cancel_on_exit else len(controller.active)
+            cancelled = bool(args.cancel_on_exit and controller.active)
+            hint = resume_hint(
+                opened.sweep.name, running or len(controller.active), cancelled=cancelled
+            )
+            console.print(hint)
         if unreported:
             console.print(
                 f"[red]scaleout: error: no trial reported {opened.plan.objective}[/] "
