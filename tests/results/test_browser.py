@@ -209,12 +209,18 @@ def test_ui_optuna_serves_the_study(finished_sweep):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    lines: list[str] = []
     try:
-        studies = _wait_json(f"http://127.0.0.1:{optuna_port}/api/studies")
+        # The links come last, once both servers answer (scaleout/cli/commands/ui.py).
+        while not any("leaderboard:" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "scaleout ui ended early:\n" + "".join(lines)
+            lines.append(line)
+        studies = _wait_json(f"http://127.0.0.1:{optuna_port}/api/studies", timeout=10)
         assert [s["study_name"] for s in studies["study_summaries"]] == [name]
     finally:
         _stop(proc)
-    out = proc.stdout.read()
+    out = "".join(lines)
     assert "viewStateShareKey=leaderboard" in out and f"optuna-dashboard for sweep {name}" in out
 
 
