@@ -197,6 +197,14 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
     return key, f"{err['msg'].replace('Input should be', 'must be')}{shown}"
 
 
+def shipped_spaces_hint() -> str:
+    """Where the shipped space files are, listing every one (a checkout's search_spaces/)."""
+    folder = Path(__file__).resolve().parents[2] / "search_spaces"
+    names = sorted(f.name for f in folder.glob("*.yaml")) if folder.is_dir() else []
+    listed = f" ({', '.join(names)})" if names else ""
+    return f"the shipped spaces are in search_spaces/{listed}"
+
+
 def parse_space(data: Any, path: str | Path = "<space>") -> SearchSpace:
     """Validate already-loaded YAML data. Raises SpaceError naming the key path."""
     if data is None:
@@ -220,7 +228,7 @@ def read_space_text(path: str | Path) -> str:
     """A space file's text, or a SpaceError saying why it cannot be one: missing, a
     directory, unreadable, or not UTF-8 text."""
     p = Path(path)
-    hint = "the shipped spaces are in search_spaces/ (lr_scaling.yaml, bevformer_base.yaml)"
+    hint = shipped_spaces_hint()
     if p.is_dir():
         raise SpaceError(p, None, "is a directory, not a space file (a YAML file)", hint=hint)
     if not p.is_file():
