@@ -155,3 +155,10 @@ def test_reference_metric_merges_key_by_key_and_says_where_each_came_from():
 def test_reference_metric_must_be_numbers(tmp_path):
     with pytest.raises(SpaceError, match=r"reference\.metric\.NDS"):
         load_space(_write(tmp_path, "reference: {metric: {NDS: high}}\n"))
+
+
+def test_the_missing_file_hint_lists_every_shipped_space(tmp_path):
+    with pytest.raises(SpaceError) as info:
+        load_space(tmp_path / "nope.yaml")
+    for shipped in sorted(SPACES.glob("*.yaml")):
+        assert shipped.name in str(info.value)
