@@ -3,6 +3,7 @@ controller: epochs arrive on simulated time, a pruned trial stops for real, cost
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -10,9 +11,13 @@ from pathlib import Path
 import optuna
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-from replay import ReplayWorld  # noqa: E402
+# Loaded by path: benchmarks/ on sys.path would shadow packages (benchmarks/tabulate.py is not
+# the `tabulate` torch imports).
+_spec = importlib.util.spec_from_file_location("scaleout_bench_replay", BENCH / "replay.py")
+_replay = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _replay  # dataclasses look their module up by name
+_spec.loader.exec_module(_replay)
+ReplayWorld = _replay.ReplayWorld
 
 from scaleout.core.plan import make_plan  # noqa: E402
 from scaleout.core.rules import Reference  # noqa: E402
