@@ -238,6 +238,30 @@ def validate(
     return out
 
 
+def rank_correlation(bb: Blackbox) -> pd.DataFrame:
+    """Spearman's rank correlation between NDS after epoch e and the final NDS, for every e:
+    over single runs (each seed its own run, what a pruner sees) and over seed-averaged grid
+    points (the recipe's own rank). A pruner that stops trials at epoch e can trust that
+    epoch's ranking only as far as this correlation goes."""
+    from scipy.stats import spearmanr
+
+    last = bb.epochs[-1]
+    runs = bb.frame.pivot_table(index=[*AXES, "seed"], columns="epoch", values="NDS")
+    points = runs.groupby(level=list(AXES)).mean()
+    rows = []
+    for e in bb.epochs:
+        rho_run = spearmanr(runs[e], runs[last]).statistic
+        rho_point = spearmanr(points[e], points[last]).statistic
+        # The share of the top-10% final runs that rank in the top half at epoch e: what a
+        # median pruner at e would keep of the best.
+        top = runs[last] >= runs[last].quantile(0.9)
+        kept = (runs.loc[top, e] >= runs[e].median()).mean()
+        rows.append(
+            dict(epoch=e, spearman_runs=rho_run, spearman_points=rho_point, top10_kept=kept)
+        )
+    return pd.DataFrame(rows)
+
+
 def summary(bb: Blackbox) -> None:
     """Final NDS by lr for each (warmup, floor) slice, the seed spread, best point, epoch time."""
     t = bb.final_table()
@@ -260,8 +284,14 @@ def main() -> None:
     p.add_argument("--held-out", type=Path, default=HELD_OUT)
     p.add_argument("--validate", action="store_true", help="predicted vs actual, held-out runs")
     p.add_argument("--partial", action="store_true", help="accept an unfinished table")
+    p.add_argument(
+        "--rank-correlation", action="store_true", help="Spearman of NDS@epoch vs final NDS"
+    )
     args = p.parse_args()
-    if args.validate:
+    if args.rank_correlation:
+        out = rank_correlation(Blackbox.load(args.table, partial=args.partial))
+        print(out.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    elif args.validate:
         validate(args.table, args.held_out, partial=args.partial)
     else:
         summary(Blackbox.load(args.table, partial=args.partial))

@@ -1,11 +1,12 @@
 """Replay a tabulated blackbox through the real controller, on simulated time.
 
 `ReplayWorld` is an executor, a trainer and a clock that share one simulated timeline: a
-submitted trial starts `launch_s` later, reports epoch k at `launch_s + k x epoch_s`, and
-succeeds after its last epoch; its per-epoch metrics come from `blackbox.Blackbox.curve` at the
-trial's (lr, warmup_iters, min_lr_ratio), with seed noise drawn once per trial. The controller,
-the samplers, the pruners, the retries and the budget run unchanged; `clock.sleep` advances
-simulated time instead of waiting, so a 200-trial sweep takes seconds.
+submitted trial starts `launch_s` (+- `launch_jitter_s`) later, reports epoch k at
+`launch_s + k x epoch_s`, and succeeds after its last epoch; its per-epoch metrics come from
+`blackbox.Blackbox.curve` at the trial's (lr, warmup_iters, min_lr_ratio), with seed noise
+drawn once per trial. The controller, the samplers, the pruners, the retries and the budget
+run unchanged; `clock.sleep` advances simulated time instead of waiting, so a 200-trial sweep
+takes seconds.
 
 Not a user-facing executor: it lives with the benchmarks and answers only what the benchmarks
 ask (benchmarks/search_quality.py).
@@ -51,6 +52,7 @@ class _Job:
     work_dir: str
     submitted: float
     curve: Any  # blackbox.Curve
+    launch_s: float = 0.0  # this job's submit-to-first-iteration latency
     cancelled_at: float | None = None
 
 
@@ -63,6 +65,7 @@ class ReplayWorld:
     gpus: int
     epoch_s: float
     launch_s: float = 0.0
+    launch_jitter_s: float = 0.0  # each job's latency is launch_s +- up to this, uniformly
     seed: int = 0
     noise: bool = True
     clock: SimClock = field(default_factory=SimClock)
@@ -78,7 +81,7 @@ class ReplayWorld:
     # -- the timeline ----------------------------------------------------------------------
     def epochs_done(self, job: _Job) -> int:
         end = self.clock.now() if job.cancelled_at is None else job.cancelled_at
-        k = math.floor((end - job.submitted - self.launch_s) / self.epoch_s + 1e-9)
+        k = math.floor((end - job.submitted - job.launch_s) / self.epoch_s + 1e-9)
         return max(0, min(self.epochs, k))
 
     def epochs_run(self) -> float:
@@ -92,7 +95,7 @@ class ReplayWorld:
         now = self.clock.now()
         for j in self.jobs.values():
             end = now if j.cancelled_at is None else j.cancelled_at
-            finish = j.submitted + self.launch_s + self.epochs * self.epoch_s
+            finish = j.submitted + j.launch_s + self.epochs * self.epoch_s
             end = min(end, finish)
             held += max(0.0, end - j.submitted) * self.gpus
             busy += self.epochs_done(j) * self.epoch_s * self.gpus
@@ -112,7 +115,10 @@ class _Executor:
         p = self.w.params[spec.work_dir]
         rng = self.w.rng if self.w.noise else None
         curve = self.w.blackbox.curve(p["lr"], p["warmup_iters"], p["min_lr_ratio"], rng=rng)
-        self.w.jobs[job_name] = _Job(spec.work_dir, self.w.clock.now(), curve)
+        launch = self.w.launch_s
+        if self.w.launch_jitter_s:
+            launch += float(self.w.rng.uniform(-self.w.launch_jitter_s, self.w.launch_jitter_s))
+        self.w.jobs[job_name] = _Job(spec.work_dir, self.w.clock.now(), curve, max(0.0, launch))
         return JobHandle(self.name, job_name, job_name)
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobStatus]:
@@ -124,14 +130,14 @@ class _Executor:
             elif job.cancelled_at is not None:
                 out[h.name] = JobStatus(JobState.CANCELLED)
             elif self.w.epochs_done(job) >= self.w.epochs:
-                end = job.submitted + self.w.launch_s + self.w.epochs * self.w.epoch_s
+                end = job.submitted + job.launch_s + self.w.epochs * self.w.epoch_s
                 out[h.name] = JobStatus(
-                    JobState.SUCCEEDED, 0, started_at=job.submitted + self.w.launch_s, ended_at=end
+                    JobState.SUCCEEDED, 0, started_at=job.submitted + job.launch_s, ended_at=end
                 )
             else:
-                running = self.w.clock.now() >= job.submitted + self.w.launch_s
+                running = self.w.clock.now() >= job.submitted + job.launch_s
                 state = JobState.RUNNING if running else JobState.PENDING
-                started = job.submitted + self.w.launch_s if running else None
+                started = job.submitted + job.launch_s if running else None
                 out[h.name] = JobStatus(state, started_at=started)
         return out
 

@@ -102,3 +102,18 @@ def test_a_cancelled_job_stops_counting_epochs(tmp_path):
     assert world.epochs_run() == 2
     assert world.executor.poll([h])["job"].state.name == "CANCELLED"
     assert sorted(world.trainer.read_metrics(Path(spec_dir)).epochs) == [1, 2]
+
+
+def test_jittered_launch_latency_is_each_jobs_own(tmp_path):
+    world = ReplayWorld(
+        Synthetic(), slots=2, gpus=160, epoch_s=100.0, launch_s=60.0, launch_jitter_s=15.0
+    )
+    c, study = _controller(tmp_path, world, trials=6)
+    assert c.run() == "budget spent"
+    latencies = [j.launch_s for j in world.jobs.values()]
+    assert all(45.0 <= x <= 75.0 for x in latencies) and len(set(latencies)) == 6
+    busy, held = world.gpu_seconds()
+    # Held GPU time is each job's own latency plus its epochs, not the nominal 60 s.
+    assert busy == 6 * EPOCHS * 100.0 * 160
+    assert held == sum((x + EPOCHS * 100.0) * 160 for x in latencies)
+    assert all(t.state.name == "COMPLETE" for t in study.get_trials())
