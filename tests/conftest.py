@@ -31,38 +31,29 @@ def bevformer_reference():
     )
 
 
-@pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory):
-    """A real 3-trial minibev (tiny) sweep, run once per test session: (workspace, name)."""
+def run_minibev_sweep(space: Path, workspace: Path, name: str, *flags: str, timeout: int = 300):
+    """Run `scaleout sweep --gpus 16` on a space file in a subprocess, as a user would, and
+    return the finished process (asserting it exited 0)."""
     import subprocess
     import sys
 
+    argv = [sys.executable, "-m", "scaleout", "sweep", "--gpus", "16", "--space", str(space)]
+    argv += ["--name", name, "--workspace", str(workspace), "--poll-interval", "0.3", *flags]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="session")
+def sweep_runner():
+    """`run_minibev_sweep` for fixtures in other conftest files."""
+    return run_minibev_sweep
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory):
+    """A real 3-trial minibev (tiny) sweep, run once per test session: (workspace, name)."""
     ws = tmp_path_factory.mktemp("workspace")
     name = "done"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scaleout",
-            "sweep",
-            "--gpus",
-            "16",
-            "--space",
-            str(SPACES / "lr_scaling.yaml"),
-            "--preset",
-            "tiny",
-            "--trials",
-            "3",
-            "--name",
-            name,
-            "--workspace",
-            str(ws),
-            "--poll-interval",
-            "0.3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_minibev_sweep(SPACES / "lr_scaling.yaml", ws, name, "--preset", "tiny", "--trials", "3")
     return ws, name

@@ -126,42 +126,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def headline_sweep(tmp_path_factory):
+def headline_sweep(tmp_path_factory, sweep_runner):
     """A real 3-trial minibev (tiny) sweep at 16 virtual GPUs whose space file states what the
     reference recipe scores at its own scale and a cost basis, so every figure of the headline
     is known: (workspace, name, the sweep's stdout). The reference score is made up (tiny is
     not calibrated): the test checks the figures' plumbing and wording, not their values."""
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("headline")
     space = (REPO / "search_spaces" / "lr_scaling.yaml").read_text()
     space = space.replace("  preset: small", "  preset: tiny")
     space += "reference:\n  metric: {NDS: 0.5, mAP: 0.3}\n  sample_time_s: 0.003\n"
     (root / "headline.yaml").write_text(space)
     ws, name = root / "ws", "headline"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scaleout",
-            "sweep",
-            "--gpus",
-            "16",
-            "--space",
-            str(root / "headline.yaml"),
-            "--trials",
-            "3",
-            "--name",
-            name,
-            "--workspace",
-            str(ws),
-            "--poll-interval",
-            "0.3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = sweep_runner(root / "headline.yaml", ws, name, "--trials", "3", timeout=400)
     return ws, name, r.stdout
