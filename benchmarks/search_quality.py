@@ -98,6 +98,40 @@ def methods() -> list[Method]:
     ]
 
 
+def candidates() -> list[Method]:
+    """Changes to the shipped defaults, each alone, measured to choose them (`--candidates`)."""
+    median = {"type": "median", "options": {"n_startup_trials": 4, "n_warmup_steps": 2}}
+
+    def pruner(**opts: int) -> dict[str, Any]:
+        return {"pruner": {**median, "options": {**median["options"], **opts}}}
+
+    return [
+        Method(
+            "c-warmup6", "median pruner, n_warmup_steps 6 (shipped 2)", pruner(n_warmup_steps=6)
+        ),
+        Method("c-warmup12", "median pruner, n_warmup_steps 12", pruner(n_warmup_steps=12)),
+        Method(
+            "c-startup2",
+            "median pruner, n_startup_trials 2 (shipped 4)",
+            pruner(n_startup_trials=2),
+        ),
+        Method(
+            "c-seeds-ref-sqrt", "seeds reference and sqrt only", {"seeds": ["reference", "sqrt"]}
+        ),
+        Method(
+            "c-widen1",
+            "lr range exactly sqrt..linear (widen 1.0)",
+            {"search": {"lr": {"widen": 1.0}}},
+        ),
+        Method("c-widen2", "lr range widened x2 each side", {"search": {"lr": {"widen": 2.0}}}),
+        Method(
+            "c-tpe-multivariate",
+            "TPE with multivariate=True",
+            {"sampler": {"type": "tpe", "options": {"multivariate": True}}},
+        ),
+    ]
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -223,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", default=str(TABLE))
     ap.add_argument("--partial", action="store_true", help="accept an unfinished table")
     ap.add_argument("--only", nargs="*", help="method names to run (default: all)")
+    ap.add_argument(
+        "--candidates",
+        action="store_true",
+        help="also run candidate changes to the shipped defaults (c-*), each alone",
+    )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
 
@@ -235,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_plan.reference
     ref8 = ref.metric.get("NDS")
     ref160 = bb.curve(ref.lr, ref.warmup_iters, ref.min_lr_ratio).final_nds
-    chosen = [m for m in methods() if not args.only or m.name in args.only]
+    pool = methods() + (candidates() if args.candidates else [])
+    chosen = [m for m in pool if not args.only or m.name in args.only]
     out: dict[str, Any] = {
         "budget_trial_equivalents": args.budget,
         "reps": args.reps,
