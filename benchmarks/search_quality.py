@@ -249,6 +249,77 @@ def _quantiles(values: list[float]) -> tuple[float, float, float]:
     return (_quantile(values, 0.25), _quantile(values, 0.5), _quantile(values, 0.75))
 
 
+_STATE: dict[str, Any] = {}
+
+
+def _init(table: str, partial: bool) -> None:
+    """Per worker process: the table and the reference plan, loaded once."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    _STATE["bb"] = Blackbox.load(Path(table), partial=partial)
+    _STATE["plan"] = build_plan(SHIPPED, GPUS)[0]
+
+
+def _one(name: str, rep: int, budget: float, parallel: int, candidates_too: bool) -> dict:
+    pool = methods() + (candidates() if candidates_too else [])
+    method = next(m for m in pool if m.name == name)
+    plan = method_plan(method, _STATE["plan"], rep)
+    return run_once(_STATE["bb"], plan, rep, budget, parallel)
+
+
+def _band(runs: list[dict[str, Any]], budget: float, step: float = 0.25) -> dict[str, list]:
+    """Best-so-far against trial-equivalents: quartiles over repetitions on a grid of `step`."""
+    xs = [round(i * step, 6) for i in range(int(budget / step) + 1)]
+    bands: dict[str, list] = {"trial_equivalents": xs, "q1": [], "median": [], "q3": []}
+    for x in xs:
+        vals = [_at(r["trajectory"], x) for r in runs]
+        vals = [v if math.isfinite(v) else math.nan for v in vals]
+        finite = sorted(v for v in vals if v == v)
+        if len(finite) < len(vals) / 2:  # most repetitions have no finished trial yet
+            bands["q1"].append(None), bands["median"].append(None), bands["q3"].append(None)
+            continue
+        padded = [-math.inf] * (len(vals) - len(finite)) + finite
+        q = [_quantile_low(padded, f) for f in (0.25, 0.5, 0.75)]
+        for key, v in zip(("q1", "median", "q3"), q, strict=True):
+            bands[key].append(v if math.isfinite(v) else None)
+    return bands
+
+
+def _quantile_low(v: list[float], q: float) -> float:
+    pos = q * (len(v) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if not math.isfinite(v[lo]):
+        return v[lo] if not math.isfinite(v[hi]) else v[hi]
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def plot(out: dict[str, Any], path: Path) -> None:
+    """Median best-so-far NDS with its IQR band per method, the table's best and the 1% line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in out["methods"].items():
+        b = row["best_so_far"]
+        xs = [x for x, m in zip(b["trial_equivalents"], b["median"], strict=True) if m is not None]
+        med = [m for m in b["median"] if m is not None]
+        lo = [q for q, m in zip(b["q1"], b["median"], strict=True) if m is not None]
+        hi = [q for q, m in zip(b["q3"], b["median"], strict=True) if m is not None]
+        (line,) = ax.plot(xs, med, label=name, lw=1.6)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+    ax.axhline(out["table_best_final_NDS"], color="k", lw=0.8, ls="--", label="table best")
+    ax.axhline(out["target_NDS"], color="k", lw=0.8, ls=":", label="within 1% of best")
+    if out.get("reference_NDS_at_8"):
+        ax.axhline(out["reference_NDS_at_8"], color="grey", lw=0.8, label="8-GPU reference")
+    ax.set_xlabel("trial-equivalents spent (one full 160-GPU trial = 1)")
+    ax.set_ylabel("best final NDS so far (seed-averaged recipe)")
+    ax.set_title(f"minibev small at 160 GPUs: median and IQR over {out['reps']} repetitions")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20)
@@ -263,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also run candidate changes to the shipped defaults (c-*), each alone",
     )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--jobs", type=int, default=2, help="repetitions run at once (processes)")
+    ap.add_argument("--plot", type=Path, help="write the best-so-far plot (PNG) here")
     args = ap.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -287,32 +360,73 @@ def main(argv: list[str] | None = None) -> int:
         "reference_recipe_NDS_at_160": ref160,
         "methods": {},
     }
-    for m in chosen:
-        t0 = time.perf_counter()
-        runs = [run_once(bb, method_plan(m, reference_plan, rep), rep, args.budget, args.parallel)
-                for rep in range(args.reps)]  # fmt: skip
-        reach = [_reached(r["trajectory"], target) for r in runs]
-        q1, med, q3 = _quantiles(reach)
-        row: dict[str, Any] = {
-            "what": m.what,
-            "to_within_1pct": {"q1": q1, "median": med, "q3": q3},
-            "not_reached": sum(1 for x in reach if not math.isfinite(x)),
-            "seconds": time.perf_counter() - t0,
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(
+        args.jobs, initializer=_init, initargs=(args.table, args.partial)
+    ) as ex:
+        futures = {
+            m.name: [
+                ex.submit(_one, m.name, rep, args.budget, args.parallel, args.candidates)
+                for rep in range(args.reps)
+            ]
+            for m in chosen
         }
-        for mark in MARKS:
-            vals = [_at(r["trajectory"], mark) for r in runs]
-            vals = [v for v in vals if math.isfinite(v)]
-            row[f"best_after_{mark}"] = statistics.median(vals) if vals else None
-        final = [_at(r["trajectory"], args.budget) for r in runs]
-        final = [v for v in final if math.isfinite(v)]
-        if final and ref8 is not None and ref8 > ref160:
-            row["recovered_share"] = (statistics.median(final) - ref160) / (ref8 - ref160)
-        out["methods"][m.name] = row
-        if not args.json:
-            print(_line(m.name, row), flush=True)
+        t0 = time.perf_counter()
+        for m in chosen:
+            runs = [f.result() for f in futures[m.name]]
+            _summarise(m, runs, args, out, target, ref8, ref160, t0)
+            t0 = time.perf_counter()
+    if args.plot:
+        plot(out, args.plot)
     if args.json:
-        print(json.dumps(out, indent=2, default=lambda x: None if x != x else x))
+        print(json.dumps(_clean(out), indent=1))
     return 0
+
+
+def _clean(x: Any) -> Any:
+    """Strict JSON: "not reached" (infinite) and missing (NaN) become null; 4 significant
+    digits are plenty for NDS and trial-equivalents."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, float):
+        return float(f"{x:.4g}") if math.isfinite(x) else None
+    return x
+
+
+def _summarise(
+    m: Method,
+    runs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    target: float,
+    ref8: float | None,
+    ref160: float,
+    t0: float,
+) -> None:
+    reach = [_reached(r["trajectory"], target) for r in runs]
+    q1, med, q3 = _quantiles(reach)
+    row: dict[str, Any] = {
+        "what": m.what,
+        "to_within_1pct": {"q1": q1, "median": med, "q3": q3},
+        "not_reached": sum(1 for x in reach if not math.isfinite(x)),
+        "seconds": time.perf_counter() - t0,
+        "trials_median": statistics.median(r["trials"] for r in runs),
+    }
+    for mark in MARKS:
+        vals = [_at(r["trajectory"], mark) for r in runs]
+        vals = [v for v in vals if math.isfinite(v)]
+        row[f"best_after_{mark}"] = statistics.median(vals) if vals else None
+    final = [_at(r["trajectory"], args.budget) for r in runs]
+    final = [v for v in final if math.isfinite(v)]
+    if final and ref8 is not None and ref8 > ref160:
+        row["recovered_share"] = (statistics.median(final) - ref160) / (ref8 - ref160)
+    row["best_so_far"] = _band(runs, args.budget)
+    out["methods"][m.name] = row
+    if not args.json:
+        print(_line(m.name, row), flush=True)
 
 
 def _line(name: str, row: dict[str, Any]) -> str:
