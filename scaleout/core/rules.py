@@ -37,6 +37,11 @@ class Reference:
     wall_time_h: float | None = None
     sample_time_s: float | None = None
     metric: dict[str, float] = field(default_factory=dict)
+    # The optimizer's settings, for the co-scaled knobs (scaleout.core.knobs_coscaled); None where
+    # unknown. A trainer reports its optimizer's default where its config sets none.
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -44,7 +49,11 @@ class Reference:
 
     @classmethod
     def required_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.default is MISSING and f.name != "metric")
+        return tuple(
+            f.name
+            for f in fields(cls)
+            if f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
+        )
 
     @property
     def global_batch(self) -> int:
@@ -177,7 +186,7 @@ def make_rule(knob: str, name: str, **params: float | None) -> Rule:
     return cls(**{p: params[p] for p in want})
 
 
-def _lr(ctx: RuleContext) -> float:
+def trial_lr(ctx: RuleContext) -> float:
     if ctx.lr is None:
         raise ValueError("this rule follows the trial's lr, and none was given")
     return ctx.lr
@@ -327,7 +336,7 @@ class KeepMinLrFloor(Rule):
     name: ClassVar[str] = "keep_floor"
 
     def predict(self, ctx: RuleContext) -> float:
-        return min(ctx.ref.min_lr_ratio, ctx.ref.min_lr / _lr(ctx))
+        return min(ctx.ref.min_lr_ratio, ctx.ref.min_lr / trial_lr(ctx))
 
 
 @dataclass(frozen=True)
