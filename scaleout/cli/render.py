@@ -111,12 +111,13 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         f"pruner {plan.space.pruner.type}"
     )
     # Where epochs vary, the figures are per trial-equivalent: a trial of the plan's length.
-    per = f"trial-equivalent ({sc.trial_epochs} epochs)" if plan.counts_cost else "trial"
+    unit_trial = "trial-equivalent" if plan.counts_cost else "trial"
+    per = f"{unit_trial} ({sc.trial_epochs} epochs)" if plan.counts_cost else unit_trial
     line = f"[bold]Cost[/]: {c.iters_per_trial:,} iterations per {per}"
     if c.gpu_hours_per_trial is not None:
         line += (
             f"; {fmt(c.gpu_hours_per_trial, 'h')} GPU-hours and "
-            f"{fmt(c.wall_time_h_per_trial, 'h')} h wall per {per.split(' (')[0]} at {plan.gpus} GPUs; "
+            f"{fmt(c.wall_time_h_per_trial, 'h')} h wall per {unit_trial} at {plan.gpus} GPUs; "
             f"{fmt(c.gpu_hours_per_trial * plan.trials, 'h')} GPU-hours for the budget "
             f"({c.basis})"
         )

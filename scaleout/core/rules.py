@@ -389,3 +389,7 @@ def warmup_range(predictions: Iterable[int], widen: float, cap: int) -> Range:
     lo = max(1, math.floor(preds[0] / widen))
     hi = min(cap, math.ceil(preds[-1] * widen))
     return Range(lo, max(lo, hi), log=True, integer=True)
+
+
+# The co-scaled rules (weight_decay, beta1, beta2, epochs) register in their own module.
+from scaleout.core import rules_coscaled as _coscaled  # noqa: E402, F401

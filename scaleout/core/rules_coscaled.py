@@ -6,6 +6,7 @@ batches. Each rule's source is cited in docs/search-space.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -160,4 +161,4 @@ class ExtendEpochs(Rule):
         return f"extend({self.factor:g})"
 
     def predict(self, ctx: RuleContext) -> float:
-        return float(round(ctx.ref.epochs * self.factor))
+        return float(math.floor(ctx.ref.epochs * self.factor + 0.5))  # 4.5 -> 5, not 4

@@ -102,3 +102,8 @@ def test_extend_refuses_a_factor_below_one(factor):
 def test_extend_needs_its_factor():
     with pytest.raises(ValueError, match=r"needs factor, e.g. \{rule: extend, factor: 1.5\}"):
         make_rule("epochs", "extend")
+
+
+def test_extend_rounds_half_epochs_up(ref):
+    short = dataclasses.replace(ref, epochs=3)  # 3 x 1.5 = 4.5: 5 epochs, not Python's round 4
+    assert make_rule("epochs", "extend", factor=1.5).predict(_at(short, 160)) == 5
