@@ -283,7 +283,7 @@ class Epochs(Knob):
                 "search.fixed.epochs already pins every trial's length; give one of the two",
             )
         rules = [r.to_rule() for r in spec.rules]
-        predictions = {r.label: r.predict(ctx.rule_context()) for r in rules}
+        predictions = {r.label: int(r.predict(ctx.rule_context())) for r in rules}
         labels = tuple(r.label for r in rules)
         ref = ctx.ref.epochs
         if spec.range is not None:
