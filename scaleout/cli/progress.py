@@ -189,7 +189,7 @@ class ProgressView:
         cells = []
         for act in sorted(self.c.active.values(), key=lambda a: a.number):
             p = act.params
-            epochs = plan.scale.trial_epochs
+            epochs = int(p.get("epochs") or plan.scale.trial_epochs)  # its own length
             done = act.metrics.last_epoch
             elapsed = now - act.started
             eta = elapsed / done * (epochs - done) if done else None

@@ -31,7 +31,9 @@ def fmt(value: float | int | None, kind: str = "g") -> str:
 def _kind(name: str) -> str:
     """How a knob's values print: whole numbers, or three significant digits."""
     k = KNOBS.get(name)
-    return "g" if k is None else ("int" if k.integer else "lr")
+    if k is None or k.display:
+        return "g"
+    return "int" if k.integer else "lr"
 
 
 def print_plan(plan: Plan, console: Console | None = None) -> None:
@@ -84,6 +86,8 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         t.add_row(name, fmt(rng.low, kind), fmt(rng.high, kind), "log" if rng.log else "linear")
     for name, value in plan.fixed.items():
         t.add_row(name, str(value), "", "fixed")
+    for name, rule in plan.follows.items():
+        t.add_row(name, f"follows {rule.label}", "", "per trial")
     console.print(t)
     for name, kp in plan.knobs.items():
         if kp.cap is not None and kp.range is not None:
@@ -100,21 +104,28 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     console.print(t)
 
     c = plan.cost
+    unit = "trial-equivalents" if plan.counts_cost else "trials"
     console.print(
-        f"[bold]Budget[/]: {plan.trials} trials, objective {plan.objective} "
+        f"[bold]Budget[/]: {plan.trials} {unit}, objective {plan.objective} "
         f"({plan.direction}), sampler {plan.space.sampler.type}, "
         f"pruner {plan.space.pruner.type}"
     )
-    line = f"[bold]Cost[/]: {c.iters_per_trial:,} iterations per trial"
+    # Where epochs vary, the figures are per trial-equivalent: a trial of the plan's length.
+    unit_trial = "trial-equivalent" if plan.counts_cost else "trial"
+    per = f"{unit_trial} ({sc.trial_epochs} epochs)" if plan.counts_cost else unit_trial
+    line = f"[bold]Cost[/]: {c.iters_per_trial:,} iterations per {per}"
     if c.gpu_hours_per_trial is not None:
         line += (
             f"; {fmt(c.gpu_hours_per_trial, 'h')} GPU-hours and "
-            f"{fmt(c.wall_time_h_per_trial, 'h')} h wall per trial at {plan.gpus} GPUs; "
+            f"{fmt(c.wall_time_h_per_trial, 'h')} h wall per {unit_trial} at {plan.gpus} GPUs; "
             f"{fmt(c.gpu_hours_per_trial * plan.trials, 'h')} GPU-hours for the budget "
             f"({c.basis})"
         )
     else:
         line += " (give reference.wall_time_h or sample_time_s for GPU-hours)"
+    if plan.counts_cost:
+        top = plan.max_trial_epochs / max(1, sc.trial_epochs)
+        line += f"; a trial of {plan.max_trial_epochs} epochs costs {top:.3g}"
     console.print(line)
     if plan.reference_sources:
         t = Table(title="Reference recipe (where each value came from)", title_justify="left")

@@ -87,6 +87,9 @@ class KnobPlan:
     `rules` are the labels of the rules the range spans (predictions may also show the seed
     origins' rules), `cap` knob-specific coupling data (min_lr_ratio: the absolute floor a
     trial's lr x ratio stays under), `json` extra top-level keys of the plan document.
+    `follows` is a rule every trial's value comes from, at the trial's own lr and batch, where
+    the knob is neither searched nor fixed (weight_decay keep_timescale); `notes` sentences
+    the plan shows.
     """
 
     name: str
@@ -96,21 +99,31 @@ class KnobPlan:
     fixed: Any = None
     cap: float | None = None
     json: dict[str, Any] = field(default_factory=dict)
+    follows: Any = None  # a scaleout.core.rules.Rule
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class PlanContext:
     """What a knob sees while the plan is derived: the reference, the scale, the space file's
-    seed origins, and the knobs derived before it."""
+    seed origins, and the knobs derived before it. `scales` holds one Scale per global batch
+    a trial may run at (more than one where samples_per_gpu is searched; the plan's own
+    `scale` is among them)."""
 
     ref: Reference
     scale: Scale
     path: str
     seeds: tuple[str, ...]
     derived: dict[str, KnobPlan] = field(default_factory=dict)
+    scales: tuple[Scale, ...] = ()
+    gpus: int = 0
 
-    def rule_context(self, lr: float | None = None) -> RuleContext:
-        return RuleContext(self.ref, self.scale, lr)
+    def rule_context(self, lr: float | None = None, sc: Scale | None = None) -> RuleContext:
+        return RuleContext(self.ref, sc or self.scale, lr)
+
+    @property
+    def batch_scales(self) -> tuple[Scale, ...]:
+        return self.scales or (self.scale,)
 
 
 class Knob:
@@ -121,6 +134,7 @@ class Knob:
     integer: ClassVar[bool] = False
     spec: ClassVar[type[SpecModel]]
     abbrev: ClassVar[str] = ""  # shown in run names ("lr", "wu"); "" leaves the knob out
+    display: ClassVar[str] = ""  # how the CLI prints it: "" by `integer`, "g" four digits
     # On in every sweep (the first three), or only when the space file names its section.
     default_on: ClassVar[bool] = True
 
@@ -141,6 +155,15 @@ class Knob:
     def couple(self, value: Any, values: dict[str, Any], kp: KnobPlan) -> Any:
         """The value a sampled trial runs with, given its other values (default: as sampled)."""
         return value
+
+    def follow(self, kp: KnobPlan, ctx: RuleContext) -> Any:
+        """The value of a knob that follows a rule (`kp.follows`), at a trial's own lr and
+        scale (`ctx`)."""
+        return kp.follows.predict(ctx)
+
+    def batch_sizes(self, spec: Any) -> tuple[int, ...]:
+        """The samples per GPU a trial may run at, where this knob searches them."""
+        return ()
 
 
 KNOBS: dict[str, Knob] = {}
@@ -209,7 +232,9 @@ class LearningRate(Knob):
         if spec.range is not None:
             rng = Range(*spec.range, log=spec.log)
             return KnobPlan(self.name, predictions, labels, range=rng)
-        rng = span([r.predict(rc) for r in rules], spec.widen, log=spec.log)
+        # Across every batch a trial may run at (samples_per_gpu searched), k follows it.
+        points = [r.predict(ctx.rule_context(sc=sc)) for r in rules for sc in ctx.batch_scales]
+        rng = span(points, spec.widen, log=spec.log)
         return KnobPlan(self.name, predictions, labels, range=rng)
 
     def seed_value(self, origin: str, spec: LrSearch, ctx: PlanContext, kp: KnobPlan, seed: dict):
@@ -236,8 +261,8 @@ class WarmupSearch(SpecModel):
     _range = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-def predict_warmup(rule: str, ctx: PlanContext) -> int:
-    return max(1, round(make_rule("warmup_iters", rule).predict(ctx.rule_context())))
+def predict_warmup(rule: str, ctx: PlanContext, sc: Scale | None = None) -> int:
+    return max(1, round(make_rule("warmup_iters", rule).predict(ctx.rule_context(sc=sc))))
 
 
 @knob
@@ -251,7 +276,8 @@ class WarmupIters(Knob):
     abbrev = "wu"
 
     def derive(self, spec: WarmupSearch, ctx: PlanContext) -> KnobPlan:
-        total = ctx.scale.target_total_iters
+        # The shortest trial's iterations (a larger searched batch has fewer per epoch).
+        total = min(sc.target_total_iters for sc in ctx.batch_scales)
         predictions = {w: predict_warmup(w, ctx) for w in spec.rules}
         if spec.fixed is not None:
             return KnobPlan(self.name, predictions, fixed=spec.fixed)
@@ -267,8 +293,9 @@ class WarmupIters(Knob):
                 self.name, predictions, range=Range(lo, min(hi, total), log=True, integer=True)
             )
         cap = math.floor(spec.cap_fraction * total)
+        points = [predict_warmup(w, ctx, sc) for w in spec.rules for sc in ctx.batch_scales]
         try:
-            rng = warmup_range(predictions.values(), spec.widen, cap)
+            rng = warmup_range(points, spec.widen, cap)
         except ValueError as exc:
             raise SpaceError(
                 ctx.path,
@@ -380,3 +407,8 @@ class MinLrRatio(Knob):
         if kp.cap is None or ratio == 0:
             return ratio
         return min(ratio, kp.cap / float(values["lr"]))
+
+
+# The co-scaled knobs (weight_decay, beta1, beta2, epochs, samples_per_gpu) register after
+# these three, in scaleout.core.knobs_coscaled.
+from scaleout.core import knobs_coscaled as _coscaled  # noqa: E402, F401

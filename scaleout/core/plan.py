@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import SpaceError, UsageError
+from scaleout.core.evaluation import Evaluation, evaluation_epochs, evaluation_json, with_trainer
 from scaleout.core.job import TrialParams
 from scaleout.core.knobs import KNOBS, KnobPlan, PlanContext
-from scaleout.core.rules import Range, Reference, Scale, scale
-from scaleout.core.space import SearchSpace, reference_conflicts
+from scaleout.core.rules import Range, Reference, RuleContext, Scale, scale
+from scaleout.core.space import SearchSpace
 
 SCHEMA = "scaleout.plan/1"
 
@@ -82,19 +83,45 @@ class Plan:
     def predictions(self, knob: str) -> dict[str, float]:
         return self.knobs[knob].predictions
 
+    @property
+    def follows(self) -> dict[str, Any]:
+        """The knobs whose every trial's value follows a rule (`KnobPlan.follows`)."""
+        return {n: kp.follows for n, kp in self.knobs.items() if kp.follows is not None}
+
+    @property
+    def counts_cost(self) -> bool:
+        """Whether the budget counts cost (trial-equivalents: one trial of the plan's length at
+        the target = 1) rather than trials: where the epochs vary between trials."""
+        return "epochs" in self.ranges
+
+    @property
+    def max_trial_epochs(self) -> int:
+        """The longest trial's epochs (the epochs knob's top, else every trial's)."""
+        rng = self.ranges.get("epochs")
+        return int(rng.high) if rng is not None else self.scale.trial_epochs
+
     def trial_params(
         self, sampled: dict[str, Any], seed: dict[str, Any] | None = None
     ) -> TrialParams:
         """What a trial runs with: the fixed values, then the sampled ones, then (for a seed
         trial) the seed's own values. Sampled points are coupled (min_lr_ratio capped by the
-        trial's lr); seeds run exactly as planned."""
+        trial's lr, weight_decay's keep_timescale following it); seeds run exactly as planned.
+        A knob that follows a rule takes the rule's value at the trial's own lr and batch."""
         values: dict[str, Any] = {**self.fixed, **sampled, **(seed or {})}
+        spg = int(values.pop("samples_per_gpu", self.samples_per_gpu))
         for name, kp in self.knobs.items():
+            if name == "samples_per_gpu":
+                continue  # the batch, not a value: TrialParams.samples_per_gpu
             if name in values and not seed:
                 values[name] = KNOBS[name].couple(values[name], values, kp)
             elif name in values and KNOBS[name].integer:
                 values[name] = int(values[name])
-        return TrialParams(values, gpus=self.gpus, samples_per_gpu=self.samples_per_gpu)
+            elif name not in values and kp.follows is not None:
+                epochs = values.get("epochs") or self.scale.target_epochs
+                sc = scale(self.reference, self.gpus, spg, epochs)
+                ctx = RuleContext(self.reference, sc, values.get("lr"))
+                values[name] = KNOBS[name].follow(kp, ctx)
+        return TrialParams(values, gpus=self.gpus, samples_per_gpu=spg)
 
 
 def describe(values: dict[str, Any]) -> str:
@@ -132,16 +159,25 @@ def make_plan(
         raise UsageError(f"--samples-per-gpu must be positive (got {spg})")
     path = str(space_path)
     s = space.search
+    notes: list[str] = []
+    sources = dict(reference_sources or {})
+    reference = _optimizer_defaults(space, reference, sources, notes)
     sc = scale(reference, gpus, spg, s.fixed.get("epochs"))
-    ctx = PlanContext(reference, sc, path, tuple(space.seeds))
+    sizes = {
+        spg,
+        *(b for n, k in KNOBS.items() if getattr(s, n) for b in k.batch_sizes(getattr(s, n))),
+    }
+    scales = tuple(
+        sc if b == spg else scale(reference, gpus, b, s.fixed.get("epochs")) for b in sorted(sizes)
+    )
+    ctx = PlanContext(reference, sc, path, tuple(space.seeds), scales=scales, gpus=gpus)
     for name, k in KNOBS.items():
         spec = getattr(s, name)
         if spec is not None:  # a knob that is off has no section
             ctx.derived[name] = k.derive(spec, ctx)
     knobs = dict(ctx.derived)
     seeds = _seed_trials(space, ctx)
-
-    notes: list[str] = []
+    notes += [note for kp in knobs.values() for note in kp.notes]
     lr = knobs["lr"]
     outside = lr.range is not None and not lr.range.contains(reference.lr)
     if outside and any(sd.origin == "reference" for sd in seeds):
@@ -153,11 +189,19 @@ def make_plan(
     trials = _trials(space, cost, path)
     if trials < len(seeds):
         notes.append(f"the budget of {trials} trials runs only the first {trials} seed trials")
+    epochs = knobs.get("epochs")
+    if epochs is not None and epochs.range is not None:
+        notes.append(
+            f"trials run {int(epochs.range.low)} to {int(epochs.range.high)} epochs, so the "
+            f"budget counts cost: {trials} trial-equivalents, one trial of {sc.trial_epochs} "
+            f"epochs = 1 (a trial of {int(epochs.range.high)} costs "
+            f"{epochs.range.high / sc.trial_epochs:.3g})"
+        )
     plan = Plan(
         space_path=path,
         space=space,
         reference=reference,
-        reference_sources=dict(reference_sources or {}),
+        reference_sources=sources,
         gpus=gpus,
         samples_per_gpu=spg,
         scale=sc,
@@ -168,7 +212,27 @@ def make_plan(
         fixed_settings=dict(s.fixed),
         notes=tuple(notes),
     )
-    return _with_trainer(plan, trainer_values, trainer)
+    return with_trainer(plan, trainer_values, trainer)
+
+
+def _optimizer_defaults(
+    space: SearchSpace, ref: Reference, sources: dict[str, str], notes: list[str]
+) -> Reference:
+    """The optimizer's default as the reference of a knob that is on, where neither the space
+    file nor the trainer's config gives one (BEVFormer sets no betas: Adam's 0.9, 0.999)."""
+    for name, k in KNOBS.items():
+        default = getattr(k, "reference_default", None)
+        if default is None or getattr(space.search, name) is None:
+            continue
+        if getattr(ref, name, None) is not None:
+            continue
+        ref = replace(ref, **{name: default})
+        sources[name] = f"Adam's default {name} (no {name} in the space file or the trainer config)"
+        notes.append(
+            f"reference.{name} {default:g} is Adam/AdamW's default: neither the space file nor "
+            "the trainer's config sets it"
+        )
+    return ref
 
 
 def _seed_trials(space: SearchSpace, ctx: PlanContext) -> list[SeedTrial]:
@@ -263,6 +327,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "trials": sp.budget.trials,
             "gpu_hours": sp.budget.gpu_hours,
             "trials_planned": plan.trials,
+            "counts": "trial_equivalents" if plan.counts_cost else "trials",
         },
         "cost": {
             "iters_per_trial": plan.cost.iters_per_trial,
@@ -274,6 +339,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 else None
             ),
             "basis": plan.cost.basis,
+            "max_trial_equivalents": plan.max_trial_epochs / max(1, sc.trial_epochs),
         },
         "sampler": sp.sampler.model_dump(),
         "pruner": sp.pruner.model_dump(),
@@ -281,142 +347,18 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "trainer": plan.trainer if plan.trainer is not None else sp.trainer.model_dump(),
         "notes": list(plan.notes),
         "reference_conflicts": [dict(c) for c in plan.conflicts],
-        "evaluation": _evaluation_json(plan),
+        "evaluation": evaluation_json(plan),
+        "follows": {name: rule.label for name, rule in plan.follows.items()},
     }
 
 
-# ---- The trainer's side: what its config says beside the reference ------------------------
-#
-# A trainer's reference() may carry more than reference values: `evaluation` says when its
-# evaluation hook runs. The plan turns that into the epochs each trial reports its objective
-# at, which is all a pruner ever sees, and into a refusal when a trial would report nothing.
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """When a trial evaluates. `interval` epochs apart (from `source`); `config_interval` is
-    the trainer config's own where search.fixed.eval_interval replaces it; `epochs` the
-    epochs a trial of the plan's length evaluates at (None when the interval counts
-    iterations, or the trainer did not say when it evaluates)."""
-
-    interval: int | None
-    source: str | None
-    config_interval: int | None = None
-    config_source: str | None = None
-    epochs: tuple[int, ...] | None = None
-    by_epoch: bool = True
-
-
-def evaluation_epochs(
-    trial_epochs: int, interval: int, *, start: int | None = None, last_epoch: bool = False
-) -> tuple[int, ...]:
-    """The epochs (1-based) an evaluation hook runs at in a trial of `trial_epochs`.
-
-    mmcv's EvalHook: every `interval` epochs, from `start` when given. mmengine's loop:
-    every `interval` epochs from `start`, and at the last epoch as well (`last_epoch`).
-    """
-    if start is None:
-        out = [e for e in range(1, trial_epochs + 1) if e % interval == 0]
-    else:
-        out = [e for e in range(max(1, start), trial_epochs + 1) if (e - start) % interval == 0]
-    if last_epoch and trial_epochs >= (start or 1) and trial_epochs not in out:
-        out.append(trial_epochs)
-    return tuple(out)
-
-
-def _with_trainer(
-    plan: Plan, trainer_values: dict[str, Any] | None, trainer: dict[str, Any] | None
-) -> Plan:
-    values = dict(trainer_values or {})
-    conflicts = tuple(reference_conflicts(plan.space, values, plan.space_path))
-    notes = list(plan.notes)
-    for c in conflicts:
-        notes.append(
-            f"reference.{c['key']}: {c['used']!r} from the space file is used; the trainer "
-            f"config says {c['overridden']!r} ({c['overridden_source']})"
-        )
-    evaluation = _evaluation(plan, values.get("evaluation"), notes)
-    return replace(
-        plan, trainer=trainer, conflicts=conflicts, evaluation=evaluation, notes=tuple(notes)
-    )
-
-
-def _evaluation(plan: Plan, told: Any, notes: list[str]) -> Evaluation | None:
-    fixed = plan.fixed_settings.get("eval_interval")
-    fixed_source = f"{plan.space_path}: search.fixed.eval_interval"
-    if not isinstance(told, dict) or told.get("interval") is None:
-        # The trainer does not say when it evaluates: only the space file's interval is known.
-        return Evaluation(fixed, fixed_source) if fixed is not None else None
-    config_interval, config_source = int(told["interval"]), str(told.get("source") or "")
-    interval, source = (
-        (fixed, fixed_source) if fixed is not None else (config_interval, config_source)
-    )
-    base = Evaluation(
-        interval,
-        source,
-        config_interval=config_interval if fixed is not None else None,
-        config_source=config_source if fixed is not None else None,
-        by_epoch=bool(told.get("by_epoch", True)),
-    )
-    if fixed is not None and fixed != config_interval:
-        notes.append(
-            f"trials evaluate every {fixed} epoch(s) ({fixed_source}), not every "
-            f"{config_interval} ({config_source})"
-        )
-    if not base.by_epoch:
-        notes.append(
-            f"evaluation counts iterations ({config_source}): the plan cannot say at which "
-            "epochs trials report; the pruner sees whatever the logs give"
-        )
-        return base
-    trial_epochs = plan.scale.trial_epochs
-    start = told.get("start")
-    epochs = evaluation_epochs(
-        trial_epochs,
-        interval,
-        start=int(start) if start is not None else None,  # a trial keeps the config's start
-        last_epoch=bool(told.get("last_epoch", False)),
-    )
-    if not epochs:
-        shortened = "epochs" in plan.fixed_settings
-        key = (
-            "search.fixed.eval_interval"
-            if fixed is not None
-            else ("search.fixed.epochs" if shortened else "search.fixed")
-        )
-        raise SpaceError(
-            plan.space_path,
-            key,
-            f"a trial of {trial_epochs} epochs never evaluates: {source} is {interval}, so no "
-            f"trial would report {plan.objective}",
-            hint=f"set search.fixed.eval_interval to {trial_epochs} or less (1: every epoch)",
-        )
-    pruner = plan.space.pruner.type
-    shown = ", ".join(str(e) for e in epochs)
-    if pruner != "none" and len(epochs) == 1:
-        notes.append(
-            f"each trial evaluates once, at epoch {epochs[0]} ({source} is {interval}): the "
-            f"{pruner} pruner sees one {plan.objective} per trial and cannot stop one early; "
-            "search.fixed.eval_interval: 1 gives it one per epoch"
-        )
-    elif pruner != "none" and interval > 1:
-        notes.append(
-            f"trials evaluate at epochs {shown} ({source} is {interval}): the {pruner} "
-            "pruner can stop a trial only there"
-        )
-    return replace(base, epochs=epochs)
-
-
-def _evaluation_json(plan: Plan) -> dict[str, Any]:
-    e = plan.evaluation
-    if e is None:
-        return {"interval": None, "source": None, "config_interval": None,
-                "config_source": None, "epochs": None, "per_trial": None}  # fmt: skip
-    return {
-        "interval": e.interval,
-        "source": e.source,
-        "config_interval": e.config_interval,
-        "config_source": e.config_source,
-        "epochs": list(e.epochs) if e.epochs is not None else None,
-        "per_trial": len(e.epochs) if e.epochs is not None else None,
-    }
+__all__ = [
+    "Cost",
+    "Evaluation",
+    "Plan",
+    "SeedTrial",
+    "describe",
+    "evaluation_epochs",
+    "make_plan",
+    "plan_to_dict",
+]

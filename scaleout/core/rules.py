@@ -37,6 +37,11 @@ class Reference:
     wall_time_h: float | None = None
     sample_time_s: float | None = None
     metric: dict[str, float] = field(default_factory=dict)
+    # The optimizer's settings, for the co-scaled knobs (scaleout.core.knobs_coscaled); None where
+    # unknown. A trainer reports its optimizer's default where its config sets none.
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -44,7 +49,11 @@ class Reference:
 
     @classmethod
     def required_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.default is MISSING and f.name != "metric")
+        return tuple(
+            f.name
+            for f in fields(cls)
+            if f.default is MISSING and f.default_factory is MISSING  # type: ignore[misc]
+        )
 
     @property
     def global_batch(self) -> int:
@@ -177,7 +186,7 @@ def make_rule(knob: str, name: str, **params: float | None) -> Rule:
     return cls(**{p: params[p] for p in want})
 
 
-def _lr(ctx: RuleContext) -> float:
+def trial_lr(ctx: RuleContext) -> float:
     if ctx.lr is None:
         raise ValueError("this rule follows the trial's lr, and none was given")
     return ctx.lr
@@ -327,7 +336,7 @@ class KeepMinLrFloor(Rule):
     name: ClassVar[str] = "keep_floor"
 
     def predict(self, ctx: RuleContext) -> float:
-        return min(ctx.ref.min_lr_ratio, ctx.ref.min_lr / _lr(ctx))
+        return min(ctx.ref.min_lr_ratio, ctx.ref.min_lr / trial_lr(ctx))
 
 
 @dataclass(frozen=True)
@@ -380,3 +389,7 @@ def warmup_range(predictions: Iterable[int], widen: float, cap: int) -> Range:
     lo = max(1, math.floor(preds[0] / widen))
     hi = min(cap, math.ceil(preds[-1] * widen))
     return Range(lo, max(lo, hi), log=True, integer=True)
+
+
+# The co-scaled rules (weight_decay, beta1, beta2, epochs) register in their own module.
+from scaleout.core import rules_coscaled as _coscaled  # noqa: E402, F401

@@ -124,6 +124,11 @@ class ReferenceSpec(_Model):
     # What the recipe scores at its own scale, e.g. {NDS: 0.517, mAP: 0.416}: the level the
     # share of the drop recovered is measured against.
     metric: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    # The optimizer's settings the co-scaled knobs scale (search.weight_decay, beta1, beta2);
+    # read from the trainer's config where left out (betas: Adam's default 0.9, 0.999).
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    beta1: Annotated[float, Field(ge=0, lt=1)] | None = None
+    beta2: Annotated[float, Field(ge=0, lt=1)] | None = None
 
 
 class Target(_Model):

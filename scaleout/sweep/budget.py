@@ -2,7 +2,10 @@
 
 A sweep may start another trial while fewer than `Budget.trials` have started and, where the
 space sets `budget.gpu_hours`, while the GPU-hours at the target scale stay below it
-(docs/sweep.md).
+(docs/sweep.md). Where the epochs vary between trials (the epochs knob is searched), the
+budget counts cost instead of trials: another trial may start while the trial-equivalents
+committed (what finished trials ran, what running trials will run) stay below
+`Budget.trials`, so a trial of 1.5x the epochs spends 1.5 of it.
 
 A trial's cost has two figures that are never mixed (`Pricing`, docs/analysis.md "Cost"):
 
@@ -45,18 +48,28 @@ ENDED_AT = "ended_at"  # the end billed to (the job's own, or the controller's e
 class Budget:
     """How much a sweep may spend: `trials` started trials and, if set, `gpu_hours`."""
 
-    trials: int
+    trials: int  # trials, or trial-equivalents where `counts_cost`
     gpu_hours: float | None = None  # at the target scale (estimated on virtual GPUs)
+    counts_cost: bool = False
 
     @classmethod
     def from_plan(cls, plan: Plan) -> Budget:
         # plan.trials already holds the trials a GPU-hour budget buys at the plan's estimate.
-        return cls(trials=plan.trials, gpu_hours=plan.space.budget.gpu_hours)
+        return cls(
+            trials=plan.trials, gpu_hours=plan.space.budget.gpu_hours, counts_cost=plan.counts_cost
+        )
 
-    def allows(self, *, started: int, gpu_hours: float) -> bool:
+    def allows(self, *, started: int, gpu_hours: float, cost: float | None = None) -> bool:
         """Whether one more trial may start, with `started` trials started (seeds that are
-        only queued do not count) and `gpu_hours` used so far (finished and running)."""
-        if started >= self.trials:
+        only queued do not count), `gpu_hours` used so far (finished and running) and, where
+        the budget counts cost, `cost` trial-equivalents committed (`trial_cost`). The last
+        trial started may take the cost past the budget by less than its own cost."""
+        if self.counts_cost:
+            if cost is None:
+                raise ValueError("a budget that counts cost needs the cost committed")
+            if cost >= self.trials:
+                return False
+        elif started >= self.trials:
             return False
         return self.gpu_hours is None or gpu_hours < self.gpu_hours
 
@@ -123,6 +136,13 @@ class Pricing:
     def here_hours(self, seconds: float) -> float:
         """Compute spent here for `seconds` of run time, in `here_unit`."""
         return max(0.0, seconds) * self.here_units / 3600.0
+
+    def trial_cost(self, params: dict[str, Any], result: dict[str, Any] | None) -> float:
+        """A started trial's cost in trial-equivalents: what it ran once it has a result,
+        else what it will run (its epochs, or the plan's length where it has none)."""
+        if result and result.get("trial_equivalents") is not None:
+            return float(result["trial_equivalents"])
+        return self.trial_equivalents(params.get("epochs") or self.trial_epochs)
 
 
 @dataclass

@@ -176,7 +176,8 @@ class Controller:
             return False
         trials = self.searcher.trials()
         started = sum(1 for t in trials if t.state != TrialState.WAITING)
-        return self.budget.allows(started=started, gpu_hours=self.gpu_hours_used(trials))
+        cost = self.cost_used(trials) if self.budget.counts_cost else None
+        return self.budget.allows(started=started, gpu_hours=self.gpu_hours_used(trials), cost=cost)
 
     def _fill_slots(self) -> None:
         while len(self.active) < self.parallel and self._may_launch():
@@ -463,6 +464,20 @@ class Controller:
         )
         now = self.clock.now()
         return done + sum(a.gpu_hours(now, self.plan.gpus) for a in self.active.values())
+
+    def cost_used(self, trials: list[TrialView] | None = None) -> float:
+        """Trial-equivalents committed (what a budget that counts cost counts): finished
+        trials' as run, running trials' as planned (their epochs)."""
+        trials = self.searcher.trials() if trials is None else trials
+        total = 0.0
+        for t in trials:
+            if t.state == TrialState.WAITING:
+                continue
+            act = self.active.get(t.number)
+            params = act.params if act is not None else (t.attrs.get(Attr.PARAMS) or {})
+            result = t.attrs.get(Attr.RESULT) if t.state.finished else None
+            total += self.pricing.trial_cost(params, result)
+        return total
 
     def _emit(self, kind: str, act: Active, message: str) -> None:
         self.on_event(Event(kind, act.number, message))

@@ -167,8 +167,24 @@ def check_trainer_takes(plan: Plan, trainer: Any) -> None:
     """Refuse what the trainer would silently ignore: a `search.fixed` key its adapter does
     not set, and an objective its logs never hold (for trainers that say which keys they set
     and which metrics they log: `scaleout.trainers.base.settable_keys`, `logs_metric`)."""
-    from scaleout.trainers.base import logs_metric, settable_keys
+    from scaleout.core.knobs import KNOBS
+    from scaleout.trainers.base import knob_keys, logs_metric, settable_keys
 
+    takes = knob_keys(trainer)
+    for name in plan.knobs:
+        if takes is None or KNOBS[name].default_on or name in takes:
+            continue
+        spelled = (
+            "{samples_per_gpu} or {global_batch}" if name == "samples_per_gpu" else f"{{{name}}}"
+        )
+        raise SpaceError(
+            plan.space_path,
+            f"search.{name}",
+            f"the {trainer.name} trainer cannot take {name}: its profile's templates name no "
+            f"{spelled}, so trials would run without it",
+            hint=f"add {spelled.split(' or ')[0]} to the profile's argv or files "
+            f"(docs/trainers.md), or drop search.{name}",
+        )
     keys = settable_keys(trainer)
     if keys is not None:
         for key in plan.fixed_settings:

@@ -151,7 +151,7 @@ def make_pruner(plan: Plan) -> optuna.pruners.BasePruner:
             return optuna.pruners.SuccessiveHalvingPruner(**opts)
         if spec.type == "hyperband":
             opts.setdefault("min_resource", 1)
-            opts.setdefault("max_resource", plan.scale.trial_epochs)
+            opts.setdefault("max_resource", plan.max_trial_epochs)  # the longest trial
             return optuna.pruners.HyperbandPruner(**opts)
     except TypeError as exc:
         raise UsageError(f"{plan.space_path}: pruner.options: {exc}") from None

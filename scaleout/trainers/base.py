@@ -81,6 +81,16 @@ def settable_keys(trainer: Any) -> frozenset[str] | None:
     return frozenset(keys() if callable(keys) else keys)
 
 
+def knob_keys(trainer: Any) -> frozenset[str] | None:
+    """The knobs a trainer's adapter writes into each trial (`knob_keys`, a set or a method),
+    or None where it does not say: a co-scaled knob it cannot take is refused before a sweep
+    (scaleout.sweep.session.check_trainer_takes)."""
+    keys = getattr(trainer, "knob_keys", None)
+    if keys is None:
+        return None
+    return frozenset(keys() if callable(keys) else keys)
+
+
 def logs_metric(trainer: Any, name: str) -> bool | None:
     """Whether a trainer's logs hold the per-epoch metric `name` (True/False), or None where
     the adapter cannot know (`knows_metric`): an objective it never logs is refused."""

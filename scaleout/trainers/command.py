@@ -32,6 +32,9 @@ PLACEHOLDERS = {
     "warmup_start_lr": "lr x warmup_ratio",
     "min_lr_ratio": "final lr / lr",
     "min_lr": "lr x min_lr_ratio",
+    "weight_decay": "the optimizer's weight decay (trial, else reference)",
+    "beta1": "Adam's beta1 (trial, else reference)",
+    "beta2": "Adam's beta2 (trial, else reference)",
     "samples_per_gpu": "per-GPU batch",
     "global_batch": "gpus x samples_per_gpu",
     "gpus": "data-parallel GPUs of the trial",
@@ -54,7 +57,7 @@ PLACEHOLDERS = {
 }
 REFERENCE_FIELDS = (
     "gpus", "samples_per_gpu", "lr", "warmup_iters", "warmup_ratio", "min_lr_ratio",
-    "epochs", "train_samples", "wall_time_h", "sample_time_s",
+    "epochs", "train_samples", "wall_time_h", "sample_time_s", "weight_decay", "beta1", "beta2",
 )  # fmt: skip
 # Keys of the trainer's own config that convert to reference fields.
 DERIVED_KEYS = {"min_lr": "min_lr_ratio", "warmup_start_lr": "warmup_ratio"}
@@ -333,6 +336,7 @@ class CommandTrainer:
             "config": str(self.config) if self.config else None,
             "name": name,
             "seed": params.get("seed"),
+            **{k: params.get(k, ref.get(k)) for k in ("weight_decay", "beta1", "beta2")},
             "epochs": epochs,
             "train_samples": train_samples,
             "iters_per_epoch": iters_per_epoch,
@@ -406,6 +410,14 @@ class CommandTrainer:
             if derived in used:
                 used.add(source)
         return frozenset(used)
+
+    def knob_keys(self) -> frozenset[str]:
+        """The knobs a trial of this profile can carry: those its templates name (the batch
+        through {samples_per_gpu} or {global_batch}); lr, warmup and min_lr always."""
+        used = set(self.fixed_keys())
+        if "global_batch" in used:
+            used.add("samples_per_gpu")
+        return frozenset(used | {"lr", "warmup_iters", "min_lr_ratio"})
 
     def knows_metric(self, name: str) -> bool | None:
         """Regex rules name every metric they read; JSON lines may hold any key."""

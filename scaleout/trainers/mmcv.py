@@ -23,6 +23,7 @@ from scaleout.core.errors import StateError, UsageError
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import configread, datasets, failures, logs
 from scaleout.trainers.base import Failure
+from scaleout.trainers.optimizer import KNOB_KEYS, optimizer_overrides, optimizer_reference
 from scaleout.trainers.options import arg_list, clean_float
 
 SUPPORTED_POLICIES = ("CosineAnnealing",)
@@ -99,6 +100,8 @@ class MMCVTrainer:
 
     # The search.fixed keys overrides_for and render write (scaleout.trainers.base).
     fixed_keys = frozenset({"epochs", "eval_interval", "seed", "warmup_ratio"})
+    # The knobs overrides_for writes (optimizer.weight_decay / betas, the epochs, the batch).
+    knob_keys = KNOB_KEYS
 
     def __init__(
         self,
@@ -227,6 +230,9 @@ class MMCVTrainer:
         if self.reference_gpus is not None:
             values["gpus"] = self.reference_gpus
             sources["gpus"] = "--reference-gpus"
+        optim, optim_sources = self.optimizer_reference()
+        values.update(optim)
+        sources.update(optim_sources)
         size = datasets.train_samples(
             configread.lookup(self.cfg, "data.train"),
             key="data.train",
@@ -261,6 +267,9 @@ class MMCVTrainer:
             "source": f"{where}: {key}.interval",
         }
 
+    def optimizer_reference(self) -> tuple[dict[str, float], dict[str, str]]:
+        return optimizer_reference(self.cfg.get("optimizer"), "optimizer", self.config_arg)
+
     # ---- rendering a trial --------------------------------------------------------------
 
     def overrides_for(self, params: TrialParams) -> list[tuple[str, Any]]:
@@ -281,6 +290,8 @@ class MMCVTrainer:
         else:
             items.append(("lr_config.min_lr_ratio", params["min_lr_ratio"]))
         items.append((f"data.{s.batch_key or 'samples_per_gpu'}", params.samples_per_gpu))
+        optim = optimizer_overrides(params, self.optimizer_reference()[0])
+        items += [(f"optimizer.{key}", value) for key, value in optim.items()]
         if params.get("epochs") is not None:
             for key in s.epoch_keys or ("total_epochs", "runner.max_epochs"):
                 items.append((key, params["epochs"]))
@@ -503,6 +514,8 @@ def format_value(value: Any) -> str:
         return "None"
     if isinstance(value, float):
         return repr(value)  # shortest exact spelling; "1.0" stays a float
+    if isinstance(value, tuple):  # DictAction reads "(0.9,0.98)" back as a tuple
+        return "(" + ",".join(format_value(v) for v in value) + ")"
     return str(value)
 
 

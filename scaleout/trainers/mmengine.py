@@ -21,6 +21,7 @@ from scaleout.core.errors import UsageError
 from scaleout.core.job import Layout, TrialMetrics, TrialParams, TrialSpec
 from scaleout.trainers import configread, datasets, failures, logs
 from scaleout.trainers.base import Failure
+from scaleout.trainers.optimizer import KNOB_KEYS, optimizer_overrides, optimizer_reference
 from scaleout.trainers.options import arg_list
 
 TRIAL_CONFIG = "trial_config.py"
@@ -54,6 +55,8 @@ class MMEngineTrainer:
     """
 
     fixed_keys = FIXED_KEYS
+    # The knobs trial_config writes (optim_wrapper.optimizer.*, train_cfg.max_epochs, the batch).
+    knob_keys = KNOB_KEYS
 
     def __init__(
         self,
@@ -127,6 +130,10 @@ class MMEngineTrainer:
             "train_dataloader.batch_size",
         )
         put("epochs", configread.lookup(self.cfg, "train_cfg.max_epochs"), "train_cfg.max_epochs")
+        optim, optim_sources = self.optimizer_reference()
+        for key, value in optim.items():
+            if key not in values:
+                values[key], sources[key] = value, optim_sources[key]
         put("gpus", self.cfg.get("virtual_gpus"), "virtual_gpus")
         if "train_samples" not in values:
             size = datasets.train_samples(
@@ -141,6 +148,10 @@ class MMEngineTrainer:
         values["evaluation"] = self.evaluation()
         values["_sources"] = sources
         return values
+
+    def optimizer_reference(self) -> tuple[dict[str, float], dict[str, str]]:
+        key = "optim_wrapper.optimizer"
+        return optimizer_reference(configread.lookup(self.cfg, key), key, self.config_arg)
 
     def evaluation(self) -> dict[str, Any]:
         """When validation runs: mmengine's EpochBasedTrainLoop validates every
@@ -164,6 +175,8 @@ class MMEngineTrainer:
         s = self.schedule()
         cfg = copy.deepcopy(self.cfg)
         cfg.optim_wrapper.optimizer.lr = params["lr"]
+        for key, value in optimizer_overrides(params, self.optimizer_reference()[0]).items():
+            cfg.optim_wrapper.optimizer[key] = value
         schedulers = list(_schedulers(cfg))
         cosine = schedulers[s.cosine_index]
         cosine.pop("eta_min", None)

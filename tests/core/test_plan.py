@@ -208,5 +208,6 @@ def test_json_keys_are_stable(bevformer_reference):
         "notes",
         "reference_conflicts",
         "evaluation",
+        "follows",
     ]
     assert d["schema"] == "scaleout.plan/1"

@@ -19,6 +19,7 @@ from scaleout.sweep.session import build_plan
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).with_name("golden")
 CASES = [(s, g) for s in ("lr_scaling", "bevformer_base") for g in (8, 80, 160)]
+CASES += [("bevformer_base_coscaled", 160)]  # weight decay, beta2 and epochs co-scaled
 
 
 def _plan_json(space: str, gpus: int) -> dict:

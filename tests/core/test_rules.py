@@ -126,7 +126,8 @@ def test_unknown_rules_raise(bevformer_reference, name):
 
 
 def test_registry_holds_every_rule_and_checks_parameters():
-    assert set(RULES) == {"lr", "warmup_iters", "min_lr_ratio"}
+    assert set(RULES) == {"lr", "warmup_iters", "min_lr_ratio", "weight_decay", "beta1", "beta2",
+                          "epochs"}  # fmt: skip
     assert tuple(RULES["lr"]) == ("reference", "sqrt", "linear", "power", "noise")
     with pytest.raises(ValueError, match=r"rule 'power' needs alpha, e.g. \{rule: power"):
         make_rule("lr", "power")

@@ -31,6 +31,29 @@ def test_budget_allows_another_trial(budget, started, hours, allows):
     assert budget.allows(started=started, gpu_hours=hours) is allows
 
 
+@pytest.mark.parametrize(
+    ("cost", "started", "allows"),
+    [(5.9, 9, True), (6.0, 1, False), (0.0, 100, True), (7.5, 3, False)],
+)
+def test_a_budget_that_counts_cost_counts_trial_equivalents_not_trials(cost, started, allows):
+    budget = Budget(6, counts_cost=True)
+    assert budget.allows(started=started, gpu_hours=0.0, cost=cost) is allows
+
+
+def test_a_cost_budget_still_stops_at_its_gpu_hours():
+    budget = Budget(6, gpu_hours=10.0, counts_cost=True)
+    assert not budget.allows(started=1, gpu_hours=10.0, cost=1.0)
+    with pytest.raises(ValueError, match="needs the cost committed"):
+        budget.allows(started=1, gpu_hours=0.0)
+
+
+def test_trial_cost_is_what_it_ran_or_what_it_will_run():
+    p = Pricing(160, 24, True, 44.4, 1, "CPU-hours")
+    assert p.trial_cost({"epochs": 36}, None) == 1.5  # running: planned
+    assert p.trial_cost({}, None) == 1.0  # the plan's length
+    assert p.trial_cost({"epochs": 36}, {"trial_equivalents": 0.25}) == 0.25  # pruned at 6
+
+
 def test_gpu_hours_never_negative():
     assert gpu_hours(1800.0, 160) == 80.0
     assert gpu_hours(-5.0, 160) == 0.0  # clock skew between a cluster and the controller

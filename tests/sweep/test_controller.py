@@ -53,6 +53,7 @@ class Job:
     fail_at_epoch: int | None = None
     lost: bool = False
     ended: float | None = None
+    epochs: int | None = None  # the trial's own length, where the plan varies it
 
 
 @dataclass
@@ -82,7 +83,8 @@ class World:
             return JobState.CANCELLED
         if self.clock.t < job.start:
             return JobState.PENDING
-        done = min(self.epochs, job.start_epoch + int((self.clock.t - job.start) // self.epoch_s))
+        total = job.epochs or self.epochs
+        done = min(total, job.start_epoch + int((self.clock.t - job.start) // self.epoch_s))
         cut = self.unvalidated.get(job.name)
         stop = cut if cut is not None else self.failures.get(job.name)
         if stop is not None and done >= stop:
@@ -94,8 +96,8 @@ class World:
         if stop is not None and done >= stop:
             job.ended = job.start + (stop - job.start_epoch) * self.epoch_s
             return JobState.FAILED
-        if done >= self.epochs:
-            job.ended = job.start + (self.epochs - job.start_epoch) * self.epoch_s
+        if done >= total:
+            job.ended = job.start + (total - job.start_epoch) * self.epoch_s
             return JobState.SUCCEEDED
         return JobState.RUNNING
 
@@ -115,9 +117,10 @@ class FakeExecutor:
 
     def submit(self, spec: TrialSpec, job_name: str) -> JobHandle:
         lr = float(spec.argv[1])
+        epochs = int(spec.argv[2]) if len(spec.argv) > 2 else None
         start_epoch = self.world.checkpoints.get(spec.work_dir, 0) if spec.resume else 0
         start = self.world.clock.t + self.world.queue_s
-        self.world.jobs[job_name] = Job(spec, job_name, start, lr, start_epoch)
+        self.world.jobs[job_name] = Job(spec, job_name, start, lr, start_epoch, epochs=epochs)
         return JobHandle("fake", job_name, job_name)
 
     def poll(self, handles):
@@ -159,7 +162,8 @@ class FakeTrainer:
         return TrialSpec(
             name=name,
             work_dir=str(work_dir),
-            argv=("train", repr(params["lr"])),
+            argv=("train", repr(params["lr"]))
+            + ((str(params["epochs"]),) if params.get("epochs") else ()),
             layout=layout,
             resume=resume,
         )
@@ -186,7 +190,16 @@ def world():
 
 
 def make(
-    tmp_path, world, *, trials=6, pruner=None, slots=2, attempts=2, study_name="s", poll_s=5.0
+    tmp_path,
+    world,
+    *,
+    trials=6,
+    pruner=None,
+    slots=2,
+    attempts=2,
+    study_name="s",
+    poll_s=5.0,
+    search=None,
 ):
     from scaleout.core.rules import Reference
 
@@ -206,6 +219,7 @@ def make(
             "retries": {"max_attempts": attempts},
             "pruner": pruner or {"type": "none"},
             "sampler": {"seed": 1},
+            "search": search or {},
         }
     )
     plan = make_plan(space, ref, 160)
@@ -810,3 +824,20 @@ def test_an_epoch_checkpointed_but_never_validated_is_reported(tmp_path, world):
     (gap,) = [e for e in events if e.kind == "gap"]
     assert "epoch 2 reported no NDS" in gap.message
     assert c.tracker.runs["trial-0"]["tags"][Attr.UNVALIDATED] == "2"
+
+
+def test_where_epochs_vary_the_budget_counts_trial_equivalents(tmp_path, world):
+    # Sampled trials run 6 or 7 epochs (1.5 or 1.75 trial-equivalents of the reference's 4);
+    # the seeds run 4 (1 each). A budget of 6 buys the 3 seeds and 2 sampled trials: 5
+    # trials, where counting trials would have started 6.
+    c, _, _ = make(tmp_path, world, trials=6, slots=1, search={"epochs": {"range": [6, 7]}})
+    assert c.budget.counts_cost
+    assert c.run() == "budget spent"
+    trials = c.searcher.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    epochs = [t.user_attrs[Attr.PARAMS]["epochs"] for t in trials]
+    assert epochs[:3] == [4, 4, 4] and all(e in (6, 7) for e in epochs[3:])
+    cost = [t.user_attrs[Attr.RESULT]["trial_equivalents"] for t in trials]
+    assert cost == [e / 4 for e in epochs]  # each ran its own length in full
+    assert sum(cost[:-1]) < 6 <= sum(cost)
+    assert c.cost_used() == pytest.approx(sum(cost))

@@ -39,6 +39,9 @@ def test_reference_follows_base_files_and_names_sources():
         "epochs": 24,
         "gpus": 8,
         "train_samples": 28130,  # the named nuScenes train split (tests/trainers/test_datasets.py)
+        "weight_decay": 0.01,  # optimizer.weight_decay
+        "beta1": 0.9,  # no optimizer.betas: AdamW's default
+        "beta2": 0.999,
     }
     # evaluation = dict(interval=1) in bevformer_base.py overrides the dataset base's 24.
     assert evaluation["interval"] == 1 and evaluation["source"] == f"{BASE}: evaluation.interval"

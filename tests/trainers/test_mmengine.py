@@ -38,6 +38,9 @@ def test_reference_from_mmdet3d_scoped_bases_without_importing_custom_imports():
         "epochs": 24,
         # data/nuscenes/nuscenes_infos_train.pkl is not in the fixture: the split's size.
         "train_samples": 28130,
+        "weight_decay": 0.01,  # optim_wrapper.optimizer.weight_decay
+        "beta1": 0.9,  # no optim_wrapper.optimizer.betas: AdamW's default
+        "beta2": 0.999,
     }
     # DETR3D validates every 2 epochs, and mmengine validates the last epoch as well.
     assert (evaluation["interval"], evaluation["last_epoch"]) == (2, True)

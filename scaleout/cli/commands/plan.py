@@ -9,13 +9,15 @@ from scaleout.cli.commands.common import add_target_args, add_trainer_args, load
 HELP = "derive the search ranges for a target GPU count (no trial is run)"
 DESCRIPTION = """\
 Derive, from the reference recipe and the scaling rules, the coupled ranges for lr,
-warmup and min_lr_ratio at the target GPU count, the seed trials (reference, sqrt,
-linear) and the cost per trial. Reference values missing from the space file are read
-from the trainer's config; the output says which value came from where.
+warmup and min_lr_ratio at the target GPU count (and, where the space names them, the
+co-scaled weight_decay, beta1, beta2, epochs and samples_per_gpu), the seed trials
+(reference, sqrt, linear) and the cost per trial. Reference values missing from the space
+file are read from the trainer's config; the output says which value came from where.
 
 example:
   scaleout plan --gpus 160 --space search_spaces/bevformer_base.yaml
   scaleout plan --gpus 160 --space search_spaces/lr_scaling.yaml --json
+  scaleout plan --gpus 160 --space search_spaces/bevformer_base_coscaled.yaml
 """
 
 
