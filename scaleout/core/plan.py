@@ -141,7 +141,7 @@ def make_plan(
     knobs = dict(ctx.derived)
     seeds = _seed_trials(space, ctx)
 
-    notes: list[str] = []
+    notes: list[str] = [n for kp in knobs.values() for n in kp.notes]
     lr = knobs["lr"]
     outside = lr.range is not None and not lr.range.contains(reference.lr)
     if outside and any(sd.origin == "reference" for sd in seeds):
