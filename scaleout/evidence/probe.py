@@ -24,6 +24,7 @@ from scaleout.evidence.noise import NoiseScale
 
 DEFAULT_ITERS = 300
 JOB_NAME = "probe"
+LOST_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,18 @@ def run_probe(
     spec = trainer.render(params, layout, run_dir, resume=False, name=JOB_NAME)
     handle = executor.submit(spec, JOB_NAME)
     how = "ran"
+    submitted = time.monotonic()
     try:
         while True:
             status = executor.poll([handle]).get(handle.name)
             done = trainer.read_metrics(run_dir).iters_done
             if on_progress is not None:
                 on_progress(done)
+            # A job the executor has not heard of yet (a queue, a wrapper starting) is given
+            # time before it counts as gone.
+            lost = status is not None and status.state is JobState.NOT_FOUND
             ended = status is not None and (
-                status.state.finished or status.state is JobState.NOT_FOUND
+                status.state.finished or (lost and time.monotonic() - submitted > LOST_AFTER_S)
             )
             if ended and status.state is not JobState.SUCCEEDED:
                 failure = trainer.failure(run_dir, handle.log)

@@ -68,9 +68,13 @@ class GradNormCollector:
         if dist.get_world_size() < 2:
             warn("ScaleoutGradStatsHook: world size 1: no gradient statistics are logged")
             return False
+
+        def hook(state, bucket):  # unannotated: DDP checks annotations against real types
+            return self._hook(state, bucket)
+
         try:
-            model.register_comm_hook(None, self._hook)
-        except RuntimeError as exc:  # a hook is already registered (fp16 compression, ...)
+            model.register_comm_hook(None, hook)
+        except (RuntimeError, ValueError) as exc:  # one is already registered (fp16 compression)
             warn(
                 f"ScaleoutGradStatsHook: cannot register a communication hook ({exc}); "
                 "no gradient statistics are logged"

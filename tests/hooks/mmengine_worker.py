@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 import torch
+
+import scaleout.minibev  # noqa: F401  # mmengine-lite without OpenCV: minibev's cv2 stub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
@@ -40,12 +42,18 @@ class Data(Dataset):
 def main(work_dir: str) -> None:
     torch.set_num_threads(1)
     cfg = dict(
-        custom_imports=dict(imports=["scaleout.hooks.mmengine_grad_stats"], allow_failed_imports=False),
+        custom_imports=dict(
+            imports=["scaleout.hooks.mmengine_grad_stats"], allow_failed_imports=False
+        ),
         custom_hooks=[dict(type="ScaleoutGradStatsHook", interval=INTERVAL)],
     )
     from mmengine.utils import import_modules_from_strings
 
     import_modules_from_strings(**cfg["custom_imports"])
+    import torch.distributed as dist
+
+    # mmengine's init_dist calls torch.cuda.set_device; on a CPU start gloo first (as minibev).
+    dist.init_process_group("gloo")
     runner = Runner(
         model=Toy(),
         work_dir=work_dir,
@@ -61,7 +69,8 @@ def main(work_dir: str) -> None:
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=100)),
         launcher="pytorch",
         env_cfg=dict(dist_cfg=dict(backend="gloo")),
-        model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None),
+        # CPU (gloo) DDP takes no device_ids, which mmengine passes by default.
+        cfg=dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None)),
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")]),
     )
     runner.train()

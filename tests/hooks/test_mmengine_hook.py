@@ -21,7 +21,7 @@ WORKER = Path(__file__).with_name("mmengine_worker.py")
 def test_the_hook_logs_both_norms_into_the_trainers_own_logs(tmp_path):
     work = tmp_path / "work"
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_port", "0", str(WORKER), str(work)]  # fmt: skip
+            "--master_port", str(29500 + os.getpid() % 1000), str(WORKER), str(work)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
     assert r.returncode == 0, r.stderr[-4000:]

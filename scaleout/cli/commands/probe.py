@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         iters = args.iters or probe.DEFAULT_ITERS
         if args.work_dir is not None:
-            work = Path(args.work_dir)
+            work = Path(args.work_dir).resolve()  # the trainer runs in it: no relative paths
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             work = (
