@@ -27,7 +27,6 @@ from scaleout.core.rules import (
     RuleContext,
     Scale,
     make_rule,
-    noise_scale_report,
     param_key,
     rule_names,
     rule_params,
@@ -225,7 +224,9 @@ class LearningRate(Knob):
         rules = []
         for i, rule in enumerate(spec.lr_rules()):
             try:
-                rules.append(rule.resolve(ctx.path))
+                # A rule whose parameters a file gives (the noise rule's probe) reads it here.
+                resolve = getattr(rule, "resolve", None)
+                rules.append(resolve(ctx.path) if resolve is not None else rule)
             except ValueError as exc:
                 raise SpaceError(ctx.path, f"search.lr.rules.{i}", str(exc)) from None
         rc = ctx.rule_context()
@@ -256,7 +257,7 @@ def _noise_scale(rules: list[Any], ctx: PlanContext) -> dict[str, Any]:
     noise = next((r for r in rules if isinstance(r, NoiseLr)), None)
     if noise is None:
         return {}
-    report = noise_scale_report(noise, ctx.scale, ctx.ref.epochs)
+    report = noise.report(ctx.scale, ctx.ref.epochs)
     b, target = report["b_noise"], report["target_global_batch"]
     where = f"measured, {noise.probe}" if noise.probe else "typed in the space file"
     notes = [f"critical batch ~B_noise = {b:.3g} samples ({where}); target global batch {target}"]

@@ -143,11 +143,6 @@ class Rule:
     def predict(self, ctx: RuleContext) -> float:
         raise NotImplementedError
 
-    def resolve(self, space_path: str) -> Rule:
-        """The rule with parameters a file gives filled in (the noise rule's probe), read
-        relative to the space file; raises ValueError saying what is wrong. Default: itself."""
-        return self
-
 
 RULES: dict[str, dict[str, type[Rule]]] = {}
 
@@ -288,7 +283,9 @@ class NoiseLr(Rule):
             return f"noise(probe,a={self.alpha:g})"
         return f"noise(B={self.b_noise:g},a={self.alpha:g})"
 
-    def resolve(self, space_path: str) -> Rule:
+    def resolve(self, space_path: str) -> NoiseLr:
+        """The rule with b_noise read from its probe file (relative to the space file);
+        ValueError saying what is wrong with the file."""
         if self.probe is None:
             return self
         from scaleout.core.probefile import probe_path, read_probe
@@ -296,35 +293,35 @@ class NoiseLr(Rule):
         facts = read_probe(probe_path(self.probe, space_path))
         return replace(self, b_noise=float(f"{facts.b_simple:.4g}"))
 
+    def report(self, sc: Scale, epochs: int) -> dict[str, Any]:
+        """What B_noise says about the target batch (McCandlish et al. 2018): the critical
+        batch is ~B_noise; reaching the same loss takes E/E_min = 1 + B/B_noise times the
+        minimum data at batch B, so the target needs (1 + B_target/B_noise) /
+        (1 + B_ref/B_noise) times the reference's samples (`epochs`: the reference's)."""
+        if self.b_noise is None:
+            raise ValueError("the noise rule's probe file has not been read (resolve)")
+        b = self.b_noise
+        target, ref = sc.target_global_batch, sc.reference_global_batch
+        data_target, data_ref = 1 + target / b, 1 + ref / b
+        return {
+            "b_noise": b,
+            "source": self.probe or "b_noise in the space file",
+            "critical_batch": b,
+            "target_global_batch": target,
+            "reference_global_batch": ref,
+            "target_over_critical": target / b,
+            "beyond_critical": target > b,
+            "data_over_minimum": {"target": data_target, "reference": data_ref},
+            "data_vs_reference": data_target / data_ref,
+            "epochs_for_same_loss": epochs * data_target / data_ref,
+            "unit": "samples (global batch)",
+        }
+
     def predict(self, ctx: RuleContext) -> float:
         if self.b_noise is None:
             raise ValueError("the noise rule's probe file has not been read (Rule.resolve)")
         b0, b1 = ctx.scale.reference_global_batch, ctx.scale.target_global_batch
         return ctx.ref.lr * ((1 + self.b_noise / b0) / (1 + self.b_noise / b1)) ** self.alpha
-
-
-def noise_scale_report(rule: NoiseLr, sc: Scale, epochs: int) -> dict[str, Any]:
-    """What B_noise says about the target batch (McCandlish et al. 2018): the critical batch
-    is ~B_noise; reaching the same loss takes E/E_min = 1 + B/B_noise times the minimum data
-    at batch B, so the target needs (1 + B_target/B_noise) / (1 + B_ref/B_noise) times the
-    reference's samples (`epochs`: the reference's, scaled by it)."""
-    assert rule.b_noise is not None
-    b = rule.b_noise
-    target, ref = sc.target_global_batch, sc.reference_global_batch
-    data_target, data_ref = 1 + target / b, 1 + ref / b
-    return {
-        "b_noise": b,
-        "source": rule.probe or "b_noise in the space file",
-        "critical_batch": b,
-        "target_global_batch": target,
-        "reference_global_batch": ref,
-        "target_over_critical": target / b,
-        "beyond_critical": target > b,
-        "data_over_minimum": {"target": data_target, "reference": data_ref},
-        "data_vs_reference": data_target / data_ref,
-        "epochs_for_same_loss": epochs * data_target / data_ref,
-        "unit": "samples (global batch)",
-    }
 
 
 # -- warmup_iters: linear warmup length in iterations ---------------------------------------

@@ -8,11 +8,14 @@ from __future__ import annotations
 import sys
 
 import torch
+from torch.utils.data import Dataset
 
-import scaleout.minibev  # noqa: F401  # mmengine-lite without OpenCV: minibev's cv2 stub
+# isort: off
+import scaleout.minibev  # noqa: F401  # mmengine-lite without OpenCV: minibev's cv2 stub first
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from torch.utils.data import Dataset
+
+# isort: on
 
 SAMPLES, PER_GPU, EPOCHS, INTERVAL = 64, 2, 2, 2
 
