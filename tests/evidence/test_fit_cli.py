@@ -70,10 +70,11 @@ def sweeps(tmp_path_factory):
     ws = root / "ws"
     space = write_space(root, "toy", 0.01)
     other = write_space(root, "other", 0.02)
-    for name, sp, gpus in (("a", space, 2), ("b", space, 8), ("c", other, 4), ("d", space, 2)):
-        r = scaleout("sweep", "--gpus", str(gpus), "--space", str(sp), "--name", name,
-                     "--workspace", str(ws), "--poll-interval", "0.2", "--parallel", "2",
-                     cwd=root)  # fmt: skip
+    # A command trainer runs one process per GPU: --procs-per-trial equal to --gpus.
+    for name, sp, gpus in (("a", space, 2), ("b", space, 4), ("c", other, 4), ("d", space, 2)):
+        r = scaleout("sweep", "--gpus", str(gpus), "--procs-per-trial", str(gpus), "--space",
+                     str(sp), "--name", name, "--workspace", str(ws), "--poll-interval", "0.2",
+                     "--parallel", "2", cwd=root)  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
     return root, ws
 
@@ -86,7 +87,7 @@ def test_fit_recovers_the_exponent(sweeps):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == "scaleout.fit/1"
-    assert [s["global_batch"] for s in doc["sweeps"]] == [2, 8]
+    assert [s["global_batch"] for s in doc["sweeps"]] == [2, 4]
     for s in doc["sweeps"]:
         assert len(s["top_trials"]) == 3 and s["completed_trials"] == 6
         true = 0.01 * s["global_batch"] ** 0.6
