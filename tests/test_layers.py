@@ -53,15 +53,41 @@ ABOVE_CORE = tuple(
         ("trainers", ("scaleout.executors", "scaleout.sweep", "scaleout.results", "scaleout.cli")),
         ("results", ("scaleout.sweep.controller", "scaleout.sweep.session", "scaleout.cli")),
         ("sweep", ("scaleout.results", "scaleout.cli")),
+        # evidence (probe, fit) sits on trainers, executors, sweep and results, below the CLI
+        ("evidence", ("scaleout.cli",)),
     ],
 )
 def test_layer_imports_only_what_lies_below_it(layer, forbidden):
     assert _violations(layer, forbidden) == []
 
 
+def test_nothing_below_evidence_imports_it():
+    for layer in ("core", "executors", "trainers", "results", "sweep", "minibev"):
+        assert _violations(layer, ("scaleout.evidence",)) == [], layer
+
+
+# What a trainer's own process has: scaleout.hooks run there (docs/evidence.md).
+TRAINER_PROCESS = ("__future__", "collections", "torch", "mmcv", "mmengine", "scaleout.hooks")
+
+
+def test_the_trainer_hooks_import_only_what_the_trainer_has():
+    mods = _modules("hooks")
+    assert {p.name for p in mods} >= {"__init__.py", "grad_noise.py", "mmcv_grad_stats.py"}
+    bad = [
+        f"{p.name} imports {name}"
+        for p in mods
+        for name in _imports(p)
+        if not any(name == f or name.startswith(f + ".") for f in TRAINER_PROCESS)
+    ]
+    assert bad == []
+    # The package's own __init__ files run first in the trainer's process: they import nothing.
+    assert _imports(PACKAGE / "__init__.py") == set()
+    assert _imports(PACKAGE / "hooks" / "__init__.py") == set()
+
+
 def test_the_rules_see_every_layer():
     # A rule over an empty folder would pass for nothing.
-    for layer in ("core", "executors", "trainers", "results", "sweep", "cli"):
+    for layer in ("core", "executors", "trainers", "results", "sweep", "cli", "evidence", "hooks"):
         assert _modules(layer), layer
 
 

@@ -11,7 +11,19 @@ from typing import TextIO
 from scaleout import __version__
 from scaleout.core.errors import ScaleoutError
 
-COMMANDS = ("plan", "sweep", "status", "list", "best", "leaderboard", "cancel", "report", "ui")
+COMMANDS = (
+    "plan",
+    "sweep",
+    "status",
+    "list",
+    "best",
+    "leaderboard",
+    "cancel",
+    "report",
+    "ui",
+    "probe",
+    "fit",
+)
 LOG_LEVELS = ("warning", "info", "debug")
 LOG_HELP = "what scaleout logs to stderr (default: warning); debug shows every Slurm and Ray call"
 

@@ -107,13 +107,28 @@ class TrialSpec:
 
 
 @dataclass(frozen=True)
+class GradStat:
+    """The two squared gradient norms of one iteration a noise-scale estimate is built from
+    (docs/evidence.md): |G_small|^2 of one data-parallel rank's gradient before the all-reduce
+    (batch `b_small`) and |G_big|^2 of the all-reduced one (batch `b_big`), both before
+    clipping. `iter` is the iteration count after the step (1-based)."""
+
+    iter: int
+    sq_small: float
+    sq_big: float
+    b_small: float
+    b_big: float
+
+
+@dataclass(frozen=True)
 class TrialMetrics:
     """What a trainer's logs say so far. Safe to compute again and again while it runs.
 
     `epochs` maps an epoch number (1-based) to that epoch's validation metrics under
     canonical names ("NDS", "mAP", "mATE", ...) plus any raw keys; `train` holds the
     latest training scalars ("loss", "lr", "iter", "epoch"). `sources` lists the log files
-    that were read, so a missing metric can be reported against them.
+    that were read, so a missing metric can be reported against them. `grad_stats` holds the
+    gradient statistics the logs carry, by iteration (none unless the trainer logs them).
     """
 
     epochs: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -122,6 +137,7 @@ class TrialMetrics:
     iter_time_s: float | None = None
     samples_per_s: float | None = None
     sources: tuple[str, ...] = ()
+    grad_stats: tuple[GradStat, ...] = ()
 
     def latest(self, key: str) -> float | None:
         for epoch in sorted(self.epochs, reverse=True):

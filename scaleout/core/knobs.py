@@ -11,6 +11,8 @@ may read what the knobs before it derived. Adding a knob is one class here (regi
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -19,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scaleout.core.errors import SpaceError
 from scaleout.core.rules import (
     RULES,
+    NoiseLr,
     Range,
     Reference,
     RuleContext,
     Scale,
     make_rule,
+    param_key,
     rule_names,
     rule_params,
     span,
@@ -56,11 +60,26 @@ def _names(knob_name: str) -> Any:
     return Literal[rule_names(knob_name)]  # type: ignore[valid-type]
 
 
+def _param_type(knob_name: str, param: str) -> Any:
+    """A rule parameter's type in the space file (None: not given): a number unless a rule
+    declares otherwise (the noise rule's `probe` path, the power rule's `from` names)."""
+    for cls in RULES[knob_name].values():
+        hint = typing.get_type_hints(cls).get(param)
+        if hint is None:
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if isinstance(hint, types.UnionType) and args else hint
+        if typing.get_origin(base) is tuple:
+            return list[typing.get_args(base)[0]] | None  # type: ignore[misc]
+        return base | None
+    return float | None
+
+
 def _parametrised_rule(knob_name: str) -> type[SpecModel]:
     """`{rule: NAME, <param>: value}` for a knob whose rules take parameters."""
     params = sorted({p for cls in RULES[knob_name].values() for p in rule_params(cls)})
     annotations: dict[str, Any] = {"rule": _names(knob_name)}
-    annotations.update({p: float | None for p in params})
+    annotations.update({p: _param_type(knob_name, p) for p in params})
 
     def check(self: Any) -> Any:
         make_rule(knob_name, self.rule, **{p: getattr(self, p) for p in params})
@@ -68,7 +87,11 @@ def _parametrised_rule(knob_name: str) -> type[SpecModel]:
 
     namespace: dict[str, Any] = {
         "__annotations__": annotations,
-        **{p: None for p in params},
+        # `from_` is spelled `from` in the file (scaleout.core.rules.param_key).
+        **{
+            p: Field(default=None, alias=param_key(p)) if p != param_key(p) else None
+            for p in params
+        },
         "_params": model_validator(mode="after")(check),
         "to_rule": lambda self: make_rule(
             knob_name, self.rule, **{p: getattr(self, p) for p in params}
@@ -219,7 +242,14 @@ class LearningRate(Knob):
     abbrev = "lr"
 
     def derive(self, spec: LrSearch, ctx: PlanContext) -> KnobPlan:
-        rules = spec.lr_rules()
+        rules = []
+        for i, rule in enumerate(spec.lr_rules()):
+            try:
+                # A rule whose parameters a file gives (the noise rule's probe) reads it here.
+                resolve = getattr(rule, "resolve", None)
+                rules.append(resolve(ctx.path) if resolve is not None else rule)
+            except ValueError as exc:
+                raise SpaceError(ctx.path, f"search.lr.rules.{i}", str(exc)) from None
         rc = ctx.rule_context()
         predictions = {r.label: r.predict(rc) for r in rules}
         labels = tuple(r.label for r in rules)
@@ -227,20 +257,49 @@ class LearningRate(Knob):
         for origin in ("reference", "sqrt", "linear"):
             if origin in ctx.seeds and origin not in predictions:
                 predictions[origin] = make_rule("lr", origin).predict(rc)
+        extra = _noise_scale(rules, ctx)
         if spec.fixed is not None:
-            return KnobPlan(self.name, predictions, labels, fixed=spec.fixed)
+            return KnobPlan(self.name, predictions, labels, fixed=spec.fixed, **extra)
         if spec.range is not None:
             rng = Range(*spec.range, log=spec.log)
-            return KnobPlan(self.name, predictions, labels, range=rng)
+            return KnobPlan(self.name, predictions, labels, range=rng, **extra)
         # Across every batch a trial may run at (samples_per_gpu searched), k follows it.
         points = [r.predict(ctx.rule_context(sc=sc)) for r in rules for sc in ctx.batch_scales]
         rng = span(points, spec.widen, log=spec.log)
-        return KnobPlan(self.name, predictions, labels, range=rng)
+        return KnobPlan(self.name, predictions, labels, range=rng, **extra)
 
     def seed_value(self, origin: str, spec: LrSearch, ctx: PlanContext, kp: KnobPlan, seed: dict):
         if kp.fixed is not None:
             return kp.fixed
         return make_rule("lr", origin).predict(ctx.rule_context())
+
+
+def _noise_scale(rules: list[Any], ctx: PlanContext) -> dict[str, Any]:
+    """The plan's `noise_scale` and its notes, from the first noise rule (docs/evidence.md):
+    the critical batch, whether the target is beyond it, the extra data it needs."""
+    noise = next((r for r in rules if isinstance(r, NoiseLr)), None)
+    if noise is None:
+        return {}
+    report = noise.report(ctx.scale, ctx.ref.epochs)
+    b, target = report["b_noise"], report["target_global_batch"]
+    where = f"measured, {noise.probe}" if noise.probe else "typed in the space file"
+    notes = [f"critical batch ~B_noise = {b:.3g} samples ({where}); target global batch {target}"]
+    if report["beyond_critical"]:
+        notes[0] += (
+            f" is {report['target_over_critical']:.1f}x beyond it: a step there buys little "
+            "more than one at B_noise (the run is short of steps, not only of lr)"
+        )
+    else:
+        notes[0] += " is within it"
+    data = report["data_over_minimum"]
+    notes.append(
+        f"data for the same loss (E/E_min = 1 + B/B_noise): {data['target']:.2f}x the minimum "
+        f"at the target, {data['reference']:.2f}x at the reference: "
+        f"{report['data_vs_reference']:.2f}x the reference's samples, "
+        f"~{report['epochs_for_same_loss']:.0f} epochs instead of {ctx.ref.epochs} "
+        "(estimated, McCandlish et al. 2018)"
+    )
+    return {"json": {"noise_scale": report}, "notes": tuple(notes)}
 
 
 # -- warmup_iters ------------------------------------------------------------------------------

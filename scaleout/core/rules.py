@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import ClassVar
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -169,21 +169,30 @@ def rule_params(cls: type[Rule]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
 
-def make_rule(knob: str, name: str, **params: float | None) -> Rule:
-    """The registered rule `name` for `knob`. Raises ValueError naming what is allowed."""
+def param_key(param: str) -> str:
+    """A parameter as the space file spells it: `from_` (a Python keyword) is `from`."""
+    return param.rstrip("_")
+
+
+def make_rule(knob: str, name: str, **params: Any) -> Rule:
+    """The registered rule `name` for `knob`. Raises ValueError naming what is allowed.
+
+    A parameter with a default may be left out (None); a list becomes a tuple."""
     cls = RULES.get(knob, {}).get(name)
     if cls is None:
         known = ", ".join(rule_names(knob))
         raise ValueError(f"unknown {knob} rule {name!r}; known: {known}")
     want = rule_params(cls)
-    missing = [p for p in want if params.get(p) is None]
+    required = {f.name for f in fields(cls) if f.default is MISSING}  # type: ignore[arg-type]
+    missing = [param_key(p) for p in want if p in required and params.get(p) is None]
     if missing:
         example = f", e.g. {cls.example}" if cls.example else ""
         raise ValueError(f"rule {name!r} needs {' and '.join(missing)}{example}")
-    extra = sorted(k for k, v in params.items() if k not in want and v is not None)
+    extra = sorted(param_key(k) for k, v in params.items() if k not in want and v is not None)
     if extra:
         raise ValueError(f"rule {name!r} takes no {', '.join(extra)}")
-    return cls(**{p: params[p] for p in want})
+    given = {p: params[p] for p in want if params.get(p) is not None}
+    return cls(**{p: tuple(v) if isinstance(v, list) else v for p, v in given.items()})
 
 
 def trial_lr(ctx: RuleContext) -> float:
@@ -234,12 +243,16 @@ class LinearLr(Rule):
 @register
 @dataclass(frozen=True)
 class PowerLr(Rule):
-    """lr x k^alpha: a law fitted from earlier sweeps (BEVFormer 8 -> 160 GPUs: alpha ~0.54)."""
+    """lr x k^alpha: a law fitted from earlier sweeps (BEVFormer 8 -> 160 GPUs: alpha ~0.54).
+
+    `from_` (`from:` in the space file) names the sweeps `scaleout fit` took alpha from: it
+    is recorded with the rule and changes nothing in its prediction."""
 
     knob: ClassVar[str] = "lr"
     name: ClassVar[str] = "power"
     example: ClassVar[str] = "{rule: power, alpha: 0.54}"
     alpha: float
+    from_: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -253,19 +266,69 @@ class PowerLr(Rule):
 @dataclass(frozen=True)
 class NoiseLr(Rule):
     """The gradient-noise-scale rule lr_opt(B) = lr_max / (1 + B_noise/B)^alpha (McCandlish et
-    al. 2018; alpha 0.5 for Adam), taken as a ratio to the reference batch."""
+    al. 2018; alpha 0.5 for Adam), taken as a ratio to the reference batch.
+
+    B_noise is typed (`b_noise`) or measured: `probe` names a probe.json that `scaleout probe`
+    wrote (relative to the space file), whose B_simple `resolve` reads."""
 
     knob: ClassVar[str] = "lr"
     name: ClassVar[str] = "noise"
-    example: ClassVar[str] = "{rule: noise, b_noise: 64, alpha: 0.5}"
-    b_noise: float
-    alpha: float
+    example: ClassVar[str] = (
+        "{rule: noise, b_noise: 64, alpha: 0.5} or {rule: noise, probe: probe.json}"
+    )
+    b_noise: float | None = None
+    alpha: float = 0.5
+    probe: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.b_noise is None and self.probe is None:
+            raise ValueError(f"rule 'noise' needs b_noise or probe, e.g. {self.example}")
+        if self.b_noise is not None and self.b_noise <= 0:
+            raise ValueError(f"rule 'noise': b_noise must be positive, got {self.b_noise:g}")
 
     @property
     def label(self) -> str:
+        if self.b_noise is None:
+            return f"noise(probe,a={self.alpha:g})"
         return f"noise(B={self.b_noise:g},a={self.alpha:g})"
 
+    def resolve(self, space_path: str) -> NoiseLr:
+        """The rule with b_noise read from its probe file (relative to the space file);
+        ValueError saying what is wrong with the file."""
+        if self.probe is None:
+            return self
+        from scaleout.core.probefile import probe_path, read_probe
+
+        facts = read_probe(probe_path(self.probe, space_path))
+        return replace(self, b_noise=float(f"{facts.b_simple:.4g}"))
+
+    def report(self, sc: Scale, epochs: int) -> dict[str, Any]:
+        """What B_noise says about the target batch (McCandlish et al. 2018): the critical
+        batch is ~B_noise; reaching the same loss takes E/E_min = 1 + B/B_noise times the
+        minimum data at batch B, so the target needs (1 + B_target/B_noise) /
+        (1 + B_ref/B_noise) times the reference's samples (`epochs`: the reference's)."""
+        if self.b_noise is None:
+            raise ValueError("the noise rule's probe file has not been read (resolve)")
+        b = self.b_noise
+        target, ref = sc.target_global_batch, sc.reference_global_batch
+        data_target, data_ref = 1 + target / b, 1 + ref / b
+        return {
+            "b_noise": b,
+            "source": self.probe or "b_noise in the space file",
+            "critical_batch": b,
+            "target_global_batch": target,
+            "reference_global_batch": ref,
+            "target_over_critical": target / b,
+            "beyond_critical": target > b,
+            "data_over_minimum": {"target": data_target, "reference": data_ref},
+            "data_vs_reference": data_target / data_ref,
+            "epochs_for_same_loss": epochs * data_target / data_ref,
+            "unit": "samples (global batch)",
+        }
+
     def predict(self, ctx: RuleContext) -> float:
+        if self.b_noise is None:
+            raise ValueError("the noise rule's probe file has not been read (Rule.resolve)")
         b0, b1 = ctx.scale.reference_global_batch, ctx.scale.target_global_batch
         return ctx.ref.lr * ((1 + self.b_noise / b0) / (1 + self.b_noise / b1)) ** self.alpha
 

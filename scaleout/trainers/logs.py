@@ -13,6 +13,11 @@ Formats (docs/trainers.md):
   `Epoch(val) [24][1505]\\tpts_bbox_NuScenes/NDS: 0.4197, ...`.
 - mmengine `{work_dir}/{timestamp}/vis_data/scalars.json`: train lines carry lr, loss, time,
   epoch, iter (global), step; val lines carry the metric keys and step = epoch.
+- gradient statistics (docs/evidence.md), written by minibev and by scaleout's trainer hooks
+  (scaleout.hooks): scalars.json lines `{"grad_stats/grad_sq_local", "grad_stats/grad_sq_global",
+  "grad_stats/batch_local", "grad_stats/batch_global", "step"}`, and in the text log
+  `grad_stats iter N: |G_local|^2 X (B=b)  |G_global|^2 Y (B=B)` (mmcv 1.x, whose log.json
+  rounds floats to 5 decimals).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.core.errors import UsageError
-from scaleout.core.job import Layout, TrialMetrics, TrialParams
+from scaleout.core.job import GradStat, Layout, TrialMetrics, TrialParams
 
 CANONICAL = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 # When several heads report the same metric, the 3D detection head wins.
@@ -43,6 +48,7 @@ class Run:
     train: list[dict[str, float]] = field(default_factory=list)
     iters_per_epoch: int | None = None
     global_iters: bool = False  # train records' "iter" counts from the start of training
+    grad: dict[int, GradStat] = field(default_factory=dict)  # gradient statistics by iteration
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -136,6 +142,7 @@ def parse_mmcv_text(text: str, source: str = "") -> Run:
             values.update(epoch=float(m.group(1)), iter=float(m.group(2)))
             run.train.append(values)
             run.iters_per_epoch = int(m.group(3))
+    run.grad = parse_grad_lines(text)
     return run
 
 
@@ -149,6 +156,52 @@ def is_diagnostic(values: Mapping[str, float]) -> bool:
     return bool(keys) and all(k.startswith(DIAGNOSTIC_PREFIXES) for k in keys)
 
 
+GRAD_PREFIX = "grad_stats/"
+GRAD_KEYS = ("grad_sq_local", "grad_sq_global", "batch_local", "batch_global")
+_GRAD_LINE = re.compile(
+    r"grad_stats iter (\d+): \|G_local\|\^2 (\S+) \(B=(\d+)\)\s+"
+    r"\|G_global\|\^2 (\S+) \(B=(\d+)\)"
+)
+
+
+def grad_stat(step: float, values: Mapping[str, float]) -> GradStat | None:
+    """One scalars.json grad_stats line as a GradStat; None when a key is missing."""
+    try:
+        v = [float(values[GRAD_PREFIX + k]) for k in GRAD_KEYS]
+    except KeyError:
+        return None
+    return GradStat(int(step), v[0], v[1], v[2], v[3])
+
+
+def parse_grad_lines(text: str) -> dict[int, GradStat]:
+    """The `grad_stats iter N: ...` lines of a text log, by iteration."""
+    out: dict[int, GradStat] = {}
+    for line in complete_lines(text):
+        if "grad_stats iter" not in line or not (m := _GRAD_LINE.search(line)):
+            continue
+        try:
+            small, big = float(m.group(2)), float(m.group(4))
+        except ValueError:
+            continue
+        it = int(m.group(1))
+        out[it] = GradStat(it, small, big, float(m.group(3)), float(m.group(5)))
+    return out
+
+
+def grad_text_line(stat: GradStat) -> str:
+    """The text-log line of one iteration's gradient statistics (parse_grad_lines reads it)."""
+    return (
+        f"grad_stats iter {stat.iter}: |G_local|^2 {stat.sq_small:.6g} (B={stat.b_small:.0f})  "
+        f"|G_global|^2 {stat.sq_big:.6g} (B={stat.b_big:.0f})"
+    )
+
+
+def grad_scalars(stat: GradStat) -> dict[str, float]:
+    """The scalars.json keys of one iteration's gradient statistics (without `step`)."""
+    values = (stat.sq_small, stat.sq_big, stat.b_small, stat.b_big)
+    return {GRAD_PREFIX + k: v for k, v in zip(GRAD_KEYS, values, strict=True)}
+
+
 def parse_mmengine_scalars(text: str, source: str = "") -> Run:
     run = Run(source, global_iters=True)
     for record in json_records(text):
@@ -156,7 +209,9 @@ def parse_mmengine_scalars(text: str, source: str = "") -> Run:
         if "lr" in values or "loss" in values:
             run.train.append(values)
         elif is_diagnostic(values):
-            continue
+            stat = grad_stat(values.get("step", 0), values) if "step" in values else None
+            if stat is not None:
+                run.grad[stat.iter] = stat
         elif "step" in values:
             epoch = int(values.pop("step"))
             metrics = {k: v for k, v in values.items() if k not in ("data_time", "time")}
@@ -183,7 +238,9 @@ def merge(runs: Iterable[Run], *, global_batch: int | None = None) -> TrialMetri
     times: list[float] = []
     last: dict[str, float] = {}
     last_run: Run | None = None
+    grad: dict[int, GradStat] = {}
     for run in runs:
+        grad.update(run.grad)
         for epoch, metrics in run.val.items():
             epochs[epoch] = {**epochs.get(epoch, {}), **metrics}
         run_times = [r["time"] for r in run.train if _finite(r.get("time"))]
@@ -203,6 +260,7 @@ def merge(runs: Iterable[Run], *, global_batch: int | None = None) -> TrialMetri
         iter_time_s=iter_time,
         samples_per_s=samples_per_s,
         sources=tuple(run.source for run in runs),
+        grad_stats=tuple(grad[i] for i in sorted(grad)),
     )
 
 

@@ -424,6 +424,15 @@ class MMCVTrainer:
     def failure(self, work_dir: Path, log: str) -> Failure | None:
         return failures.failure_cause(failures.read_log_tail(log) if log else "")
 
+    def grad_stats_hint(self) -> str:
+        """How this trainer's config logs the gradient statistics `scaleout probe` reads."""
+        from scaleout.hooks import MMCV_CONFIG
+
+        return (
+            f"add to {self.config_arg} (scaleout importable in the trainer's environment; "
+            f"docs/evidence.md):\n{MMCV_CONFIG}"
+        )
+
 
 def read_schedule(cfg: Any, where: str) -> Schedule:
     """The schedule keys of an mmcv 1.x config, or a UsageError naming file and key."""
@@ -488,6 +497,9 @@ def read_mmcv_logs(work_dir: Path, *, global_batch: int | None = None) -> TrialM
         if json_path.is_file():
             run = logs.parse_mmcv_json(logs.read_text(json_path), str(json_path))
             run.iters_per_epoch = _epoch_length(text_path)  # log.json does not say
+            # Gradient statistics come from the text log: log.json rounds floats to 5 places.
+            if text_path.is_file():
+                run.grad = logs.parse_grad_lines(logs.read_text(text_path))
             runs.append(run)
         elif text_path.is_file():
             runs.append(logs.parse_mmcv_text(logs.read_text(text_path), str(text_path)))

@@ -275,6 +275,21 @@ class MMEngineTrainer:
     def failure(self, work_dir: Path, log: str) -> Failure | None:
         return failures.failure_cause(failures.read_log_tail(log) if log else "")
 
+    def grad_stats_hint(self) -> str:
+        """How this trainer's config logs the gradient statistics `scaleout probe` reads."""
+        if self.name == "minibev":
+            return (
+                "minibev logs them with MiniBEVGradStatsHook (custom_hooks of its presets) on "
+                "iterations whose global batch is larger than one GPU's: probe at --gpus 2 or "
+                "more"
+            )
+        from scaleout.hooks import MMENGINE_CONFIG
+
+        return (
+            f"add to {self.config_arg} (scaleout importable in the trainer's environment; "
+            f"docs/evidence.md):\n{MMENGINE_CONFIG}"
+        )
+
 
 def minibev(preset: str = "small", *, reference_gpus: int | None = None) -> MMEngineTrainer:
     """The built-in trainer: one mmengine config of scaleout.minibev, run as a module."""
