@@ -238,16 +238,22 @@ def validate(
     return out
 
 
-def rank_correlation(bb: Blackbox) -> pd.DataFrame:
+def rank_correlation(
+    bb: Blackbox, lr_range: tuple[float, float] = (7.155e-3, 5e-2)
+) -> pd.DataFrame:
     """Spearman's rank correlation between NDS after epoch e and the final NDS, for every e:
     over single runs (each seed its own run, what a pruner sees) and over seed-averaged grid
-    points (the recipe's own rank). A pruner that stops trials at epoch e can trust that
-    epoch's ranking only as far as this correlation goes."""
+    points (the recipe's own rank), and over the runs whose lr lies in `lr_range` (default:
+    the shipped lr_scaling.yaml's lr range at 160 GPUs, the trials a pruner there compares,
+    where the easy far-off lrs do not inflate the figure). A pruner that stops trials at
+    epoch e can trust that epoch's ranking only as far as this correlation goes."""
     from scipy.stats import spearmanr
 
     last = bb.epochs[-1]
     runs = bb.frame.pivot_table(index=[*AXES, "seed"], columns="epoch", values="NDS")
     points = runs.groupby(level=list(AXES)).mean()
+    lr = runs.index.get_level_values("lr")
+    inside = runs[(lr >= lr_range[0]) & (lr <= lr_range[1])]
     rows = []
     for e in bb.epochs:
         rho_run = spearmanr(runs[e], runs[last]).statistic
@@ -256,8 +262,15 @@ def rank_correlation(bb: Blackbox) -> pd.DataFrame:
         # median pruner at e would keep of the best.
         top = runs[last] >= runs[last].quantile(0.9)
         kept = (runs.loc[top, e] >= runs[e].median()).mean()
+        rho_in = spearmanr(inside[e], inside[last]).statistic
         rows.append(
-            dict(epoch=e, spearman_runs=rho_run, spearman_points=rho_point, top10_kept=kept)
+            dict(
+                epoch=e,
+                spearman_runs=rho_run,
+                spearman_points=rho_point,
+                spearman_runs_in_range=rho_in,
+                top10_kept=kept,
+            )
         )
     return pd.DataFrame(rows)
 
