@@ -37,15 +37,11 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blackbox import TABLE, Blackbox
-from replay import ReplayWorld
+from replay import ReplayWorld, replay_controller
 
 from scaleout.core.plan import make_plan
 from scaleout.core.space import load_space, parse_space
-from scaleout.sweep.controller import Controller
-from scaleout.sweep.search import OptunaSearcher
 from scaleout.sweep.session import build_plan
-from scaleout.sweep.study import make_pruner
-from scaleout.sweep.tracking import NullTracker
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "search_spaces" / "lr_scaling.yaml"
@@ -81,21 +77,8 @@ def run(
         launch_jitter_s=launch_s / 4,
         seed=0,
     )
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(plan))
-    searcher = OptunaSearcher(study, plan)
-    searcher.enqueue(plan.seeds[: plan.trials])
-    controller = Controller(
-        searcher=searcher,
-        plan=plan,
-        trainer=world.trainer,
-        executor=world.executor,
-        tracker=NullTracker(),
-        sweep_name="scale",
-        sweep_dir=Path(tempfile.mkdtemp(prefix="cluster-scale-")),
-        parent_run_id="",
-        parallel=slots,
-        clock=world.clock,
-        poll_interval_s=poll_s,
+    controller = replay_controller(
+        world, plan, Path(tempfile.mkdtemp(prefix="cluster-scale-")), poll_s
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     reason = controller.run()

@@ -178,3 +178,31 @@ class _Trainer:
 
     def has_checkpoint(self, work_dir: Path) -> bool:
         return False
+
+
+def replay_controller(world: ReplayWorld, plan: Any, sweep_dir: Path, poll_s: float) -> Any:
+    """scaleout's real controller over `world`: an in-memory Optuna study with the plan's
+    pruner, the plan's searcher with its seed trials queued, no tracking."""
+    import optuna
+
+    from scaleout.sweep.controller import Controller
+    from scaleout.sweep.search import OptunaSearcher
+    from scaleout.sweep.study import make_pruner
+    from scaleout.sweep.tracking import NullTracker
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(plan))
+    searcher = OptunaSearcher(study, plan)
+    searcher.enqueue(plan.seeds[: plan.trials])
+    return Controller(
+        searcher=searcher,
+        plan=plan,
+        trainer=world.trainer,
+        executor=world.executor,
+        tracker=NullTracker(),
+        sweep_name=sweep_dir.name,
+        sweep_dir=sweep_dir,
+        parent_run_id="",
+        parallel=world.slots,
+        clock=world.clock,
+        poll_interval_s=poll_s,
+    )

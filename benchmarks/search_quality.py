@@ -35,15 +35,11 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blackbox import TABLE, Blackbox
-from replay import ReplayWorld
+from replay import ReplayWorld, replay_controller
 
 from scaleout.core.plan import Plan, make_plan
 from scaleout.core.space import load_space, parse_space
-from scaleout.sweep.controller import Controller
-from scaleout.sweep.search import OptunaSearcher
 from scaleout.sweep.session import build_plan
-from scaleout.sweep.study import make_pruner
-from scaleout.sweep.tracking import NullTracker
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "search_spaces" / "lr_scaling.yaml"
@@ -177,23 +173,7 @@ def method_plan(method: Method, reference_plan: Plan, seed: int) -> Plan:
 def run_once(bb: Blackbox, plan: Plan, rep: int, budget: float, parallel: int) -> dict[str, Any]:
     """One repetition: returns the trajectory of (trial-equivalents, best true NDS so far)."""
     world = ReplayWorld(bb, slots=parallel, gpus=GPUS, epoch_s=60.0, seed=rep)
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(plan))
-    searcher = OptunaSearcher(study, plan)
-    searcher.enqueue(plan.seeds[: plan.trials])
-    tmp = Path(tempfile.mkdtemp(prefix="sq-"))
-    c = Controller(
-        searcher=searcher,
-        plan=plan,
-        trainer=world.trainer,
-        executor=world.executor,
-        tracker=NullTracker(),
-        sweep_name="sq",
-        sweep_dir=tmp,
-        parent_run_id="",
-        parallel=parallel,
-        clock=world.clock,
-        poll_interval_s=60.0,
-    )
+    c = replay_controller(world, plan, Path(tempfile.mkdtemp(prefix="sq-")), 60.0)
     trajectory: list[tuple[float, float]] = []
     best = -math.inf
     seen: set[str] = set()

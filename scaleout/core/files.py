@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to a temp name in the same folder, then rename it over `path`.
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
+    """Write `text` (str, or bytes as they are) to a temp name in the same folder, then
+    rename it over `path`.
 
     A reader sees the old file or the new one, never a part: the rename is atomic within one
     filesystem, which is why the temp file sits next to the target. The temp name carries
@@ -23,7 +24,10 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

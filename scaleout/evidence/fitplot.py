@@ -74,23 +74,5 @@ def save_atomic(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     fmt = target.suffix.lstrip(".").lower() or "png"
     buf = io.BytesIO() if fmt != "svg" else io.StringIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
-    data = buf.getvalue()
-    if isinstance(data, str):
-        write_atomic(target, data)
-    else:
-        _write_bytes_atomic(target, data)
+    write_atomic(target, buf.getvalue())
     return target
-
-
-def _write_bytes_atomic(target: Path, data: bytes) -> None:
-    import contextlib
-    import os
-
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
