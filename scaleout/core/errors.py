@@ -16,6 +16,11 @@ class ScaleoutError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def __reduce__(self) -> tuple:
+        # Across processes (a process pool, Ray) an error is pickled; rebuild it from its own
+        # arguments and keep every attribute, the hint included.
+        return (type(self), (self.message,), self.__dict__)
+
 
 class UsageError(ScaleoutError):
     """Bad input: a flag, a file, a key or a value. Exit code 2, like argparse."""
@@ -32,6 +37,9 @@ class SpaceError(UsageError):
         self.path = path
         self.key = key
         self.problem = problem
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.key, self.problem), self.__dict__)
 
 
 class StateError(ScaleoutError):
