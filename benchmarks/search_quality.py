@@ -59,7 +59,9 @@ class Method:
     name: str
     what: str
     overrides: dict[str, Any]
-    base: str = "shipped"  # shipped: lr_scaling.yaml + overrides; wide: the wide ranges
+    base: str = "shipped"  # shipped: lr_scaling.yaml + overrides; wide: the wide ranges;
+    # file: the space file at `path` as it is (`--space NAME=FILE`)
+    path: str | None = None
 
 
 def methods() -> list[Method]:
@@ -137,8 +139,21 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def space_methods(specs: list[str]) -> list[Method]:
+    """`--space NAME=FILE`: a space file of the user's, run as it is (its own rules, seeds,
+    sampler and pruner) on the same table; the budget is the benchmark's."""
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise SystemExit(f"search_quality.py: error: --space wants NAME=FILE, got {spec!r}")
+        out.append(Method(name, f"the space file {path}", {}, "file", str(Path(path).resolve())))
+    return out
+
+
 def method_plan(method: Method, reference_plan: Plan, seed: int) -> Plan:
-    data = load_space(SHIPPED).model_dump(exclude_none=True)
+    source = Path(method.path) if method.path else SHIPPED
+    data = load_space(source).model_dump(exclude_none=True, by_alias=True)
     if method.base == "wide":
         data["search"] = _merge(data["search"], WIDE)
     if method.base == "grid":
@@ -159,13 +174,13 @@ def method_plan(method: Method, reference_plan: Plan, seed: int) -> Plan:
     if method.base == "grid":
         # 3 lr x 3 warmup x 2 min_lr_ratio points.
         data["sampler"]["options"] = {"points": 3, "values": {"min_lr_ratio": [1e-5, 1e-3]}}
-    space = parse_space(data, SHIPPED)
+    space = parse_space(data, source)
     plan = make_plan(
         space,
         reference_plan.reference,
         GPUS,
         reference_sources=reference_plan.reference_sources,
-        space_path=SHIPPED,
+        space_path=source,
     )
     return plan
 
@@ -241,8 +256,10 @@ def _init(table: str, partial: bool) -> None:
     _STATE["plan"] = build_plan(SHIPPED, GPUS)[0]
 
 
-def _one(name: str, rep: int, budget: float, parallel: int, candidates_too: bool) -> dict:
-    pool = methods() + (candidates() if candidates_too else [])
+def _one(
+    name: str, rep: int, budget: float, parallel: int, candidates_too: bool, spaces: list[str]
+) -> dict:
+    pool = methods() + (candidates() if candidates_too else []) + space_methods(spaces)
     method = next(m for m in pool if m.name == name)
     plan = method_plan(method, _STATE["plan"], rep)
     return run_once(_STATE["bb"], plan, rep, budget, parallel)
@@ -315,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run candidate changes to the shipped defaults (c-*), each alone",
     )
+    ap.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="also run this space file as it is, as method NAME (repeatable)",
+    )
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--jobs", type=int, default=2, help="repetitions run at once (processes)")
     ap.add_argument("--plot", type=Path, help="write the best-so-far plot (PNG) here")
@@ -329,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_plan.reference
     ref8 = ref.metric.get("NDS")
     ref160 = bb.curve(ref.lr, ref.warmup_iters, ref.min_lr_ratio).final_nds
-    pool = methods() + (candidates() if args.candidates else [])
+    pool = methods() + (candidates() if args.candidates else []) + space_methods(args.space)
     chosen = [m for m in pool if not args.only or m.name in args.only]
     out: dict[str, Any] = {
         "budget_trial_equivalents": args.budget,
@@ -349,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     ) as ex:
         futures = {
             m.name: [
-                ex.submit(_one, m.name, rep, args.budget, args.parallel, args.candidates)
+                ex.submit(
+                    _one, m.name, rep, args.budget, args.parallel, args.candidates, args.space
+                )
                 for rep in range(args.reps)
             ]
             for m in chosen
