@@ -13,7 +13,7 @@ from scaleout.executors import EXECUTOR_NAMES
 
 HELP = "measure the reference recipe's gradient noise scale (B_simple) into probe.json"
 DESCRIPTION = """\
-Run the reference recipe for a few hundred iterations through the trainer adapter and the
+Run the reference recipe for about a thousand iterations through the trainer adapter and the
 executor a sweep uses (or read a run you have: --from-run DIR), estimate the gradient noise
 scale B_simple from the two squared gradient norms its logs carry (McCandlish et al. 2018,
 the two-batch estimator of appendix A.1), and write it with its 95% band, the iterations it
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--iters",
         type=positive_int("--iters"),
         metavar="N",
-        help="iterations to cover (default: 300 for a run; a --from-run reads all)",
+        help="iterations to cover (default: 1200 for a run; a --from-run reads all)",
     )
     p.add_argument(
         "--gpus",
