@@ -59,9 +59,8 @@ class Method:
     name: str
     what: str
     overrides: dict[str, Any]
-    base: str = "shipped"  # shipped: lr_scaling.yaml + overrides; wide: the wide ranges;
-    # file: the space file at `path` as it is (`--space NAME=FILE`)
-    path: str | None = None
+    base: str = "shipped"  # shipped: the space file + overrides; wide: the wide ranges
+    path: str | None = None  # the space file (`--space NAME=FILE`); default lr_scaling.yaml
 
 
 def methods() -> list[Method]:
@@ -139,16 +138,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def space_methods(specs: list[str]) -> list[Method]:
+def space_method(spec: str) -> Method:
     """`--space NAME=FILE`: a space file of the user's, run as it is (its own rules, seeds,
     sampler and pruner) on the same table; the budget is the benchmark's."""
-    out = []
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"search_quality.py: error: --space wants NAME=FILE, got {spec!r}")
-        out.append(Method(name, f"the space file {path}", {}, "file", str(Path(path).resolve())))
-    return out
+    name, sep, path = spec.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"wants NAME=FILE, got {spec!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such space file")
+    return Method(name, f"the space file {path}", {}, path=str(Path(path).resolve()))
 
 
 def method_plan(method: Method, reference_plan: Plan, seed: int) -> Plan:
@@ -256,11 +254,7 @@ def _init(table: str, partial: bool) -> None:
     _STATE["plan"] = build_plan(SHIPPED, GPUS)[0]
 
 
-def _one(
-    name: str, rep: int, budget: float, parallel: int, candidates_too: bool, spaces: list[str]
-) -> dict:
-    pool = methods() + (candidates() if candidates_too else []) + space_methods(spaces)
-    method = next(m for m in pool if m.name == name)
+def _one(method: Method, rep: int, budget: float, parallel: int) -> dict:
     plan = method_plan(method, _STATE["plan"], rep)
     return run_once(_STATE["bb"], plan, rep, budget, parallel)
 
@@ -336,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "--space",
         action="append",
         default=[],
+        type=space_method,
         metavar="NAME=FILE",
         help="also run this space file as it is, as method NAME (repeatable)",
     )
@@ -353,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = reference_plan.reference
     ref8 = ref.metric.get("NDS")
     ref160 = bb.curve(ref.lr, ref.warmup_iters, ref.min_lr_ratio).final_nds
-    pool = methods() + (candidates() if args.candidates else []) + space_methods(args.space)
+    pool = methods() + (candidates() if args.candidates else []) + args.space
     chosen = [m for m in pool if not args.only or m.name in args.only]
     out: dict[str, Any] = {
         "budget_trial_equivalents": args.budget,
@@ -373,10 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as ex:
         futures = {
             m.name: [
-                ex.submit(
-                    _one, m.name, rep, args.budget, args.parallel, args.candidates, args.space
-                )
-                for rep in range(args.reps)
+                ex.submit(_one, m, rep, args.budget, args.parallel) for rep in range(args.reps)
             ]
             for m in chosen
         }
